@@ -1,0 +1,87 @@
+// Command provisioner is carve's classic external provisioner: it watches
+// claims of StorageClasses that name it and carves one directory per claim.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/carve-csi/carve/pkg/buildinfo"
+	"github.com/carve-csi/carve/pkg/provisioner"
+	"github.com/carve-csi/carve/pkg/sharemount"
+)
+
+func main() {
+	klog.InitFlags(nil)
+	cfg := provisioner.Config{MountMap: sharemount.Map{}}
+	kubeconfig := flag.String("kubeconfig", "", "kubeconfig file; empty: in-cluster configuration")
+	flag.StringVar(&cfg.Name, "name", "carve.csi.dev/provisioner", "provisioner name; StorageClass.provisioner must equal it")
+	flag.Var(cfg.MountMap, "mount-map", "SERVER:SHARE=LOCALPATH: the share is already mounted at LOCALPATH (repeatable)")
+	flag.StringVar(&cfg.MountsDir, "mounts-dir", "", "mount unmapped shares under this directory (needs privileges); empty: only --mount-map shares")
+	flag.IntVar(&cfg.Threadiness, "threadiness", 32, "claim and volume workers")
+	qps := flag.Float64("kube-api-qps", 200, "client-side limit of API requests per second")
+	burst := flag.Int("kube-api-burst", 400, "client-side burst of API requests")
+	flag.BoolVar(&cfg.LeaderElect, "leader-elect", true, "elect a leader with a Lease, so replicas can run for availability")
+	flag.StringVar(&cfg.LeaderElectNS, "leader-elect-namespace", "", "namespace of the Lease; empty: $POD_NAMESPACE or the service account's")
+	flag.StringVar(&cfg.MetricsAddress, "metrics-address", "", "serve Prometheus metrics on this address (e.g. :8080); empty: off")
+	flag.StringVar(&cfg.HealthAddress, "health-address", ":8081", "serve /healthz and /readyz on this address; empty: off")
+	flag.DurationVar(&cfg.ResyncPeriod, "resync-period", 15*time.Minute, "informer resync; failed operations are also retried then")
+	showVersion := flag.Bool("version", false, "print the version and exit")
+	flag.Parse()
+
+	if *showVersion {
+		fmt.Println("carve provisioner", buildinfo.Version)
+		return
+	}
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "unexpected arguments: %v\n", flag.Args())
+		os.Exit(2)
+	}
+	if cfg.Threadiness < 1 || *qps <= 0 || *burst < 1 {
+		fmt.Fprintln(os.Stderr, "--threadiness, --kube-api-qps and --kube-api-burst must be positive")
+		os.Exit(2)
+	}
+	if len(cfg.MountMap) == 0 && cfg.MountsDir == "" {
+		fmt.Fprintln(os.Stderr, "no way to reach a share: give --mount-map SERVER:SHARE=LOCALPATH or --mounts-dir DIR")
+		os.Exit(2)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logger := klog.FromContext(ctx)
+	ctx = klog.NewContext(ctx, logger)
+
+	var rc *rest.Config
+	var err error
+	if *kubeconfig == "" {
+		rc, err = rest.InClusterConfig()
+	} else {
+		rc, err = clientcmd.BuildConfigFromFlags("", *kubeconfig)
+	}
+	if err != nil {
+		logger.Error(err, "Cannot load Kubernetes client configuration")
+		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
+	}
+	rc.QPS, rc.Burst = float32(*qps), *burst
+	rc.UserAgent = "carve-provisioner/" + buildinfo.Version
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		logger.Error(err, "Cannot create Kubernetes client")
+		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
+	}
+	if err := provisioner.Run(ctx, client, cfg); err != nil {
+		logger.Error(err, "Provisioner failed")
+		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
+	}
+	klog.Flush()
+}

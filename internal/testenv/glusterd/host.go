@@ -1,0 +1,177 @@
+// Host-level helpers: the mount table and the process table.
+
+package glusterd
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// glusterMounts returns the mount points of glusterfs FUSE mounts.
+func glusterMounts() ([]string, error) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("read mount table: %w", err)
+	}
+	var mounts []string
+	for line := range strings.Lines(string(data)) {
+		// Fields: ID parent major:minor root mountpoint opts... - fstype src superopts
+		fields := strings.Fields(line)
+		sep := slices.Index(fields, "-")
+		if len(fields) < 5 || sep < 0 || sep+1 >= len(fields) || fields[sep+1] != "fuse.glusterfs" {
+			continue
+		}
+		mounts = append(mounts, unescapeMountinfo(fields[4]))
+	}
+	return mounts, nil
+}
+
+// unescapeMountinfo decodes the octal escapes (\040 for space, ...) used in
+// /proc/self/mountinfo.
+func unescapeMountinfo(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// waitForChildren waits until the process pid has no live children, or for
+// at most timeout.
+func waitForChildren(pid int, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		procs, err := listProcesses()
+		if err != nil {
+			return
+		}
+		found := false
+		for _, p := range procs {
+			if p.ppid == pid && p.state != 'Z' {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+type procInfo struct {
+	pid, ppid int
+	comm      string
+	state     byte
+}
+
+// listProcesses reads /proc/PID/stat of all processes.
+func listProcesses() ([]procInfo, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("list processes: %w", err)
+	}
+	var procs []procInfo
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue // exited meanwhile
+		}
+		// "pid (comm) state ppid ..."; comm may contain spaces and parentheses.
+		s := string(stat)
+		open, closing := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || closing < open {
+			continue
+		}
+		rest := strings.Fields(s[closing+1:])
+		if len(rest) < 2 || len(rest[0]) != 1 {
+			continue
+		}
+		ppid, err := strconv.Atoi(rest[1])
+		if err != nil {
+			continue
+		}
+		procs = append(procs, procInfo{pid: pid, ppid: ppid, comm: s[open+1 : closing], state: rest[0][0]})
+	}
+	return procs, nil
+}
+
+// glusterProcesses returns the live (non-zombie) glusterfs and glusterfsd
+// processes: bricks, self-heal and quota daemons and FUSE clients.
+func glusterProcesses() (map[int]bool, error) {
+	all, err := listProcesses()
+	if err != nil {
+		return nil, err
+	}
+	procs := map[int]bool{}
+	for _, p := range all {
+		if (p.comm == "glusterfs" || p.comm == "glusterfsd") && p.state != 'Z' {
+			procs[p.pid] = true
+		}
+	}
+	return procs, nil
+}
+
+// killNewProcesses terminates the gluster daemons that were spawned since the
+// fixture started glusterd. Bricks survive glusterd, so stopping glusterd
+// alone would leave them running.
+func (c *Cluster) killNewProcesses() error {
+	now, err := glusterProcesses()
+	if err != nil {
+		return err
+	}
+	var pids []int
+	for pid := range now {
+		if !c.initialProcs[pid] {
+			pids = append(pids, pid)
+		}
+	}
+	if len(pids) == 0 {
+		return nil
+	}
+	slices.Sort(pids)
+	c.logf("glusterd: terminating leftover gluster processes %v", pids)
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		left, err := glusterProcesses()
+		if err != nil {
+			return err
+		}
+		var alive []int
+		for _, pid := range pids {
+			if left[pid] {
+				alive = append(alive, pid)
+			}
+		}
+		if len(alive) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			for _, pid := range alive {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+			return fmt.Errorf("gluster processes %v ignored SIGTERM and were killed", alive)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -1,0 +1,498 @@
+// Package dirvol is carve's one directory engine: it creates, reuses, archives
+// and deletes per-volume directories under a share root (an NFS export or a
+// Gluster volume reached through a local path).
+//
+// Pods own the inside of their directories and may plant symlinks there, so no
+// path under the root is ever resolved by following one: every lookup goes
+// through openat2 with RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS (or, where openat2 is
+// missing, a walk of O_NOFOLLOW openat calls), and every change is made relative
+// to a directory file descriptor obtained that way.
+//
+// carve keeps its own state in folders at the root whose names start with
+// ".carve" (params.ReservedPrefix), which no rendered path may use:
+//
+//	.carve-tmp/      directories being created (moved into place when complete)
+//	.carve-meta/     one small JSON record per volume directory (who created it)
+//	.carve-archive/  archived volumes, <path>-<UTC timestamp>
+//	.carve-trash/    deleted volumes waiting to be purged
+//
+// A Share is safe for concurrent use by one process: operations that change the
+// tree shape are serialized.
+package dirvol
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+
+	"github.com/carve-csi/carve/pkg/params"
+)
+
+var (
+	// ErrUnsafe: a symlink or a non-directory sits where a directory should be.
+	ErrUnsafe = errors.New("unsafe path")
+	// ErrNotFound: the volume directory does not exist.
+	ErrNotFound = errors.New("volume directory not found")
+)
+
+const (
+	tmpDir     = ".carve-tmp"
+	metaDir    = ".carve-meta"
+	archiveDir = ".carve-archive"
+	trashDir   = ".carve-trash"
+
+	// parentMode lets the kubelet's mount helper traverse to a volume without
+	// letting anyone who mounts the share list other tenants' claims.
+	parentMode = 0o711
+	stateMode  = 0o700
+)
+
+// Owner is the ownership and mode of a new volume directory.
+type Owner struct {
+	UID  int64
+	GID  int64
+	Mode uint32 // permission bits including setgid, e.g. 02770
+}
+
+// Meta records who a directory was carved for; kept outside the directory so
+// the pod using the volume cannot forge it.
+type Meta struct {
+	PV        string    `json:"pv"`
+	Namespace string    `json:"namespace"`
+	Claim     string    `json:"claim"`
+	Updated   time.Time `json:"updated"`
+}
+
+// Info describes an existing volume directory.
+type Info struct {
+	UID  uint32
+	GID  uint32
+	Mode uint32   // permission bits including setuid/setgid/sticky
+	Meta *Meta    // nil when carve has no record (data from elsewhere)
+	Path []string // the directory, relative to the root
+}
+
+// Share is a share root on the local filesystem.
+type Share struct {
+	root string
+	mu   sync.Mutex // serializes changes to the tree shape
+}
+
+// Open checks that root is a directory and returns its engine.
+func Open(root string) (*Share, error) {
+	fi, err := os.Stat(root)
+	if err != nil {
+		return nil, fmt.Errorf("share root: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("share root %s is not a directory", root)
+	}
+	return &Share{root: root}, nil
+}
+
+// Root returns the local path of the share.
+func (s *Share) Root() string { return s.root }
+
+func (s *Share) openRoot() (int, error) {
+	fd, err := unix.Open(s.root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open share root %s: %w", s.root, err)
+	}
+	return fd, nil
+}
+
+// Lookup returns the directory's ownership and carve's record of it, or
+// ErrNotFound.
+func (s *Share) Lookup(dir []string) (*Info, error) {
+	if err := checkDir(dir); err != nil {
+		return nil, err
+	}
+	root, err := s.openRoot()
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(root)
+	fd, err := resolve(root, dir)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("stat %s: %w", strings.Join(dir, "/"), err)
+	}
+	info := &Info{UID: st.Uid, GID: st.Gid, Mode: st.Mode & 0o7777, Path: dir}
+	info.Meta, err = s.readMeta(root, dir)
+	if err != nil {
+		return nil, err
+	}
+	return info, nil
+}
+
+// Create makes the directory with the given owner and records meta. It is
+// built in .carve-tmp and renamed into place, so a crash never leaves a
+// half-initialized volume at the final path. If the directory already exists it
+// is left untouched and created is false.
+func (s *Share) Create(ctx context.Context, dir []string, own Owner, meta Meta) (created bool, err error) {
+	if err := checkDir(dir); err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	root, err := s.openRoot()
+	if err != nil {
+		return false, err
+	}
+	defer unix.Close(root)
+
+	parent, err := mkdirAll(root, dir[:len(dir)-1], parentMode)
+	if err != nil {
+		return false, err
+	}
+	defer unix.Close(parent)
+	leaf := dir[len(dir)-1]
+	if fd, err := openDirAt(parent, leaf); err == nil {
+		unix.Close(fd)
+		return false, nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return false, fmt.Errorf("%s: %w", strings.Join(dir, "/"), err)
+	}
+
+	tmp, err := mkdirAll(root, []string{tmpDir}, stateMode)
+	if err != nil {
+		return false, err
+	}
+	defer unix.Close(tmp)
+	name := leaf + "." + randomSuffix()
+	if err := unix.Mkdirat(tmp, name, 0); err != nil {
+		return false, fmt.Errorf("mkdir in %s: %w", tmpDir, err)
+	}
+	fd, err := openDirAt(tmp, name)
+	if err != nil {
+		return false, err
+	}
+	// Chown before chmod: chown clears the setgid bit.
+	err = unix.Fchown(fd, int(own.UID), int(own.GID))
+	if err == nil {
+		err = unix.Fchmod(fd, own.Mode)
+	}
+	unix.Close(fd)
+	if err != nil {
+		_ = unix.Unlinkat(tmp, name, unix.AT_REMOVEDIR)
+		return false, fmt.Errorf("set owner %d:%d mode %#o: %w", own.UID, own.GID, own.Mode, err)
+	}
+	if err := renameNoReplace(tmp, name, parent, leaf); err != nil {
+		_ = unix.Unlinkat(tmp, name, unix.AT_REMOVEDIR)
+		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
+			return false, nil
+		}
+		return false, fmt.Errorf("move new directory into place: %w", err)
+	}
+	if err := s.writeMeta(root, dir, meta); err != nil {
+		return true, err
+	}
+	klog.FromContext(ctx).V(4).Info("Created volume directory", "share", s.root, "dir", strings.Join(dir, "/"),
+		"uid", own.UID, "gid", own.GID, "mode", fmt.Sprintf("%#o", own.Mode))
+	return true, nil
+}
+
+// SetMeta replaces carve's record of a directory (on re-attach to a new PV).
+func (s *Share) SetMeta(dir []string, meta Meta) error {
+	if err := checkDir(dir); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	root, err := s.openRoot()
+	if err != nil {
+		return err
+	}
+	defer unix.Close(root)
+	return s.writeMeta(root, dir, meta)
+}
+
+// Archive moves the directory to .carve-archive/<dir>-<timestamp>, never
+// replacing an older archive, and returns the new path relative to the root.
+// A missing directory is not an error (returns "").
+func (s *Share) Archive(ctx context.Context, dir []string, now time.Time) (string, error) {
+	stamp := now.UTC().Format("20060102T150405Z")
+	return s.moveAway(ctx, dir, archiveDir, dir[:len(dir)-1], dir[len(dir)-1]+"-"+stamp)
+}
+
+// Trash moves the directory to .carve-trash, where Purge removes it. The move is
+// quick and atomic, so a crash between the two leaves nothing half deleted
+// at the volume's path. A missing directory is not an error.
+func (s *Share) Trash(ctx context.Context, dir []string) (string, error) {
+	name := strings.Join(dir, "_") + "-" + time.Now().UTC().Format("20060102T150405Z") + "-" + randomSuffix()
+	return s.moveAway(ctx, dir, trashDir, nil, name)
+}
+
+func (s *Share) moveAway(ctx context.Context, dir []string, into string, sub []string, name string) (string, error) {
+	if err := checkDir(dir); err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	root, err := s.openRoot()
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(root)
+
+	parent, err := resolve(root, dir[:len(dir)-1])
+	if errors.Is(err, ErrNotFound) {
+		return "", s.removeMeta(root, dir)
+	}
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(parent)
+	leaf := dir[len(dir)-1]
+	fd, err := openDirAt(parent, leaf)
+	if errors.Is(err, ErrNotFound) {
+		return "", s.removeMeta(root, dir)
+	}
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", strings.Join(dir, "/"), err)
+	}
+	unix.Close(fd)
+
+	dest, err := mkdirAll(root, append([]string{into}, sub...), stateMode)
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(dest)
+	target := name
+	for i := 2; ; i++ {
+		err = renameNoReplace(parent, leaf, dest, target)
+		if !errors.Is(err, unix.EEXIST) && !errors.Is(err, unix.ENOTEMPTY) {
+			break
+		}
+		target = fmt.Sprintf("%s-%d", name, i)
+	}
+	if err != nil {
+		return "", fmt.Errorf("move %s to %s: %w", strings.Join(dir, "/"), into, err)
+	}
+	moved := strings.Join(append(append([]string{into}, sub...), target), "/")
+	klog.FromContext(ctx).V(2).Info("Moved volume directory", "share", s.root, "dir", strings.Join(dir, "/"), "to", moved)
+	if err := s.removeMeta(root, dir); err != nil {
+		return moved, err
+	}
+	removeEmptyParents(root, dir)
+	return moved, nil
+}
+
+// Purge removes everything in .carve-trash and stale leftovers in .carve-tmp.
+// It can take long on big volumes; it does not hold the tree lock.
+func (s *Share) Purge(ctx context.Context) error {
+	logger := klog.FromContext(ctx)
+	root, err := s.openRoot()
+	if err != nil {
+		return err
+	}
+	defer unix.Close(root)
+	var errs []error
+	for _, d := range []string{trashDir, tmpDir} {
+		fd, err := resolve(root, []string{d})
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		names, err := readDirNames(fd)
+		if err != nil {
+			unix.Close(fd)
+			errs = append(errs, err)
+			continue
+		}
+		for _, n := range names {
+			if ctx.Err() != nil {
+				unix.Close(fd)
+				return ctx.Err()
+			}
+			if d == tmpDir && !s.staleTmp(fd, n) {
+				continue
+			}
+			if err := removeAllAt(fd, n); err != nil {
+				errs = append(errs, fmt.Errorf("purge %s/%s: %w", d, n, err))
+				continue
+			}
+			logger.V(2).Info("Purged deleted volume", "share", s.root, "entry", d+"/"+n)
+		}
+		unix.Close(fd)
+	}
+	return errors.Join(errs...)
+}
+
+// staleTmp: a creation in progress is younger than a minute.
+func (s *Share) staleTmp(dirfd int, name string) bool {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return false
+	}
+	return time.Since(time.Unix(st.Mtim.Unix())) > time.Minute
+}
+
+// Usage reports the share filesystem's size and free space.
+type Usage struct {
+	TotalBytes, AvailableBytes, UsedBytes int64
+	TotalInodes, FreeInodes, UsedInodes   int64
+}
+
+// Statfs reports the usage of the filesystem holding dir (nil: the root).
+func (s *Share) Statfs(dir []string) (Usage, error) {
+	root, err := s.openRoot()
+	if err != nil {
+		return Usage{}, err
+	}
+	defer unix.Close(root)
+	fd := root
+	if len(dir) > 0 {
+		if fd, err = resolve(root, dir); err != nil {
+			return Usage{}, err
+		}
+		defer unix.Close(fd)
+	}
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(fd, &st); err != nil {
+		return Usage{}, fmt.Errorf("statfs: %w", err)
+	}
+	bs := int64(st.Bsize)
+	return Usage{
+		TotalBytes:     int64(st.Blocks) * bs,
+		AvailableBytes: int64(st.Bavail) * bs,
+		UsedBytes:      int64(st.Blocks-st.Bfree) * bs,
+		TotalInodes:    int64(st.Files),
+		FreeInodes:     int64(st.Ffree),
+		UsedInodes:     int64(st.Files - st.Ffree),
+	}, nil
+}
+
+// Path returns the local path of a volume directory for a bind mount. Callers
+// that mount it must still refuse symlinks (mount-utils does not follow the
+// last component only); use Lookup first.
+func (s *Share) Path(dir []string) string {
+	return s.root + "/" + strings.Join(dir, "/")
+}
+
+func checkDir(dir []string) error {
+	if len(dir) == 0 {
+		return fmt.Errorf("%w: empty directory path", ErrUnsafe)
+	}
+	for _, seg := range dir {
+		if err := params.CheckSegment(seg); err != nil {
+			return fmt.Errorf("%w: %v", ErrUnsafe, err)
+		}
+	}
+	return nil
+}
+
+// meta records live in .carve-meta under a hash of the path, so any path fits
+// in one file name.
+func metaName(dir []string) string {
+	sum := sha256.Sum256([]byte(strings.Join(dir, "/")))
+	return hex.EncodeToString(sum[:16]) + ".json"
+}
+
+func (s *Share) readMeta(root int, dir []string) (*Meta, error) {
+	md, err := resolve(root, []string{metaDir})
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(md)
+	fd, err := unix.Openat(md, metaName(dir), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read volume record: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), metaName(dir))
+	defer f.Close()
+	var m Meta
+	if err := json.NewDecoder(io.LimitReader(f, 64<<10)).Decode(&m); err != nil {
+		return nil, fmt.Errorf("decode volume record %s: %w", metaName(dir), err)
+	}
+	return &m, nil
+}
+
+func (s *Share) writeMeta(root int, dir []string, m Meta) error {
+	md, err := mkdirAll(root, []string{metaDir}, stateMode)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(md)
+	data, _ := json.Marshal(m)
+	tmp := metaName(dir) + "." + randomSuffix()
+	fd, err := unix.Openat(md, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write volume record: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), tmp)
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = unix.Renameat(md, tmp, md, metaName(dir))
+	}
+	if err != nil {
+		_ = unix.Unlinkat(md, tmp, 0)
+		return fmt.Errorf("write volume record: %w", err)
+	}
+	return nil
+}
+
+func (s *Share) removeMeta(root int, dir []string) error {
+	md, err := resolve(root, []string{metaDir})
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(md)
+	if err := unix.Unlinkat(md, metaName(dir), 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("remove volume record: %w", err)
+	}
+	return nil
+}
+
+// removeEmptyParents removes the now-empty parents that a nested pattern
+// created (ns/ in ns/claim), deepest first, and stops at the first one in use.
+func removeEmptyParents(root int, dir []string) {
+	for i := len(dir) - 1; i >= 1; i-- {
+		parent, err := resolve(root, dir[:i-1])
+		if err != nil {
+			return
+		}
+		err = unix.Unlinkat(parent, dir[i-1], unix.AT_REMOVEDIR)
+		unix.Close(parent)
+		if err != nil {
+			return
+		}
+	}
+}
+
+func randomSuffix() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

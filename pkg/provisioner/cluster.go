@@ -1,0 +1,137 @@
+package provisioner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/carve-csi/carve/pkg/volume"
+)
+
+const locationIndex = "carve-location"
+
+// ClusterView answers, from the PV and PVC informers the controller shares,
+// which PVs point at a directory and whether their claims still exist; it
+// also keeps the table of allocated GIDs.
+type ClusterView struct {
+	volumes cache.Indexer
+	claims  cache.Indexer
+
+	mu     sync.Mutex
+	loaded bool
+	used   map[int64]bool
+}
+
+// NewClusterView indexes the PV informer by carve location. Call it before the
+// informers start.
+func NewClusterView(pvInformer, pvcInformer cache.SharedIndexInformer) (*ClusterView, error) {
+	err := pvInformer.AddIndexers(cache.Indexers{locationIndex: func(obj any) ([]string, error) {
+		pv, ok := obj.(*v1.PersistentVolume)
+		if !ok {
+			return nil, nil
+		}
+		id, ok, err := VolumeID(pv)
+		if !ok || err != nil {
+			return nil, nil
+		}
+		return []string{id.Location()}, nil
+	}})
+	if err != nil {
+		return nil, fmt.Errorf("index PersistentVolumes: %w", err)
+	}
+	return &ClusterView{volumes: pvInformer.GetIndexer(), claims: pvcInformer.GetIndexer(), used: map[int64]bool{}}, nil
+}
+
+var (
+	_ volume.Referrers    = (*ClusterView)(nil)
+	_ volume.GIDAllocator = (*ClusterView)(nil)
+)
+
+// Referrers implements volume.Referrers.
+func (c *ClusterView) Referrers(_ context.Context, location string) ([]volume.Ref, error) {
+	objs, err := c.volumes.ByIndex(locationIndex, location)
+	if err != nil {
+		return nil, err
+	}
+	refs := make([]volume.Ref, 0, len(objs))
+	for _, o := range objs {
+		pv := o.(*v1.PersistentVolume)
+		r := volume.Ref{PV: pv.Name, Live: c.live(pv)}
+		if pv.Spec.ClaimRef != nil {
+			r.Namespace = pv.Spec.ClaimRef.Namespace
+		}
+		refs = append(refs, r)
+	}
+	return refs, nil
+}
+
+// live: a PV whose claim still exists, or one without a claim that any new
+// claim could bind (conservative: such a PV may be handed out at any moment).
+func (c *ClusterView) live(pv *v1.PersistentVolume) bool {
+	ref := pv.Spec.ClaimRef
+	if ref == nil {
+		return true
+	}
+	obj, exists, err := c.claims.GetByKey(ref.Namespace + "/" + ref.Name)
+	if err != nil || !exists {
+		return false
+	}
+	claim := obj.(*v1.PersistentVolumeClaim)
+	return ref.UID == "" || ref.UID == claim.UID
+}
+
+// ErrNoGID: the range is exhausted.
+var ErrNoGID = errors.New("no free GID in range")
+
+// Allocate implements volume.GIDAllocator. GIDs are unique across all of
+// carve's PVs, not per StorageClass, because classes may share one export.
+func (c *ClusterView) Allocate(_ context.Context, min, max int64) (int64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.load()
+	for g := min; g <= max; g++ {
+		if !c.used[g] {
+			c.used[g] = true
+			return g, nil
+		}
+	}
+	return 0, fmt.Errorf("%w %d..%d", ErrNoGID, min, max)
+}
+
+// Reserve implements volume.GIDAllocator.
+func (c *ClusterView) Reserve(gid int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.load()
+	c.used[gid] = true
+}
+
+// Release implements volume.GIDAllocator.
+func (c *ClusterView) Release(gid int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.used, gid)
+}
+
+// load fills the table from the PVs once; the controller only runs workers
+// after its informers have synced.
+func (c *ClusterView) load() {
+	if c.loaded {
+		return
+	}
+	for _, o := range c.volumes.List() {
+		pv := o.(*v1.PersistentVolume)
+		if _, ok := pv.Annotations[AnnVolumeID]; !ok {
+			continue
+		}
+		if g, err := strconv.ParseInt(pv.Annotations[AnnGID], 10, 64); err == nil {
+			c.used[g] = true
+		}
+	}
+	c.loaded = true
+}

@@ -1,0 +1,201 @@
+// Package provisioner adapts carve's volume service to the external
+// provisioner library: claim in, PersistentVolume out, and back again on delete.
+package provisioner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
+
+	"github.com/carve-csi/carve/pkg/backend"
+	"github.com/carve-csi/carve/pkg/nfs"
+	"github.com/carve-csi/carve/pkg/params"
+	"github.com/carve-csi/carve/pkg/volid"
+	"github.com/carve-csi/carve/pkg/volume"
+)
+
+// Annotations carve writes on PersistentVolumes.
+const (
+	// AnnVolumeID holds the self-describing volume ID: Delete needs nothing else.
+	AnnVolumeID = "carve.csi.dev/volume-id"
+	// AnnGID makes the kubelet add the volume's group to the pod's
+	// supplemental groups, so non-root images can write without 0777.
+	AnnGID = "pv.beta.kubernetes.io/gid"
+)
+
+// DriverName is carve's CSI driver name, used for csi PVs.
+const DriverName = "carve.csi.dev"
+
+// Event reasons carve adds to the library's own.
+const (
+	ReasonReattached = "ReattachedVolume"
+	ReasonDeleted    = "VolumeDataRemoved"
+	ReasonKept       = "VolumeDataKept"
+)
+
+// Provisioner implements controller.Provisioner.
+type Provisioner struct {
+	svc      *volume.Service
+	gids     volume.GIDAllocator
+	recorder record.EventRecorder
+}
+
+var _ controller.Provisioner = (*Provisioner)(nil)
+
+// New returns a provisioner. gids may be nil when no StorageClass allocates GIDs.
+func New(svc *volume.Service, gids volume.GIDAllocator, recorder record.EventRecorder) *Provisioner {
+	return &Provisioner{svc: svc, gids: gids, recorder: recorder}
+}
+
+// Provision carves (or re-attaches) the claim's directory and returns its PV.
+func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOptions) (*v1.PersistentVolume, controller.ProvisioningState, error) {
+	claim := opts.PVC
+	logger := klog.FromContext(ctx).WithValues("PVC", klog.KObj(claim), "PV", opts.PVName)
+	ctx = klog.NewContext(ctx, logger)
+
+	if err := checkClaim(claim); err != nil {
+		return nil, controller.ProvisioningFinished, err
+	}
+	cfg, err := params.Parse(opts.StorageClass.Parameters)
+	if err != nil {
+		return nil, controller.ProvisioningFinished, fmt.Errorf("fix StorageClass %s: %w", opts.StorageClass.Name, err)
+	}
+	res, err := p.svc.Create(ctx, volume.Request{
+		Name:      opts.PVName,
+		Namespace: claim.Namespace,
+		Claim:     claim.Name,
+		Config:    cfg,
+		Vars: params.Vars{
+			Namespace:   claim.Namespace,
+			Name:        claim.Name,
+			PVName:      opts.PVName,
+			Labels:      claim.Labels,
+			Annotations: claim.Annotations,
+		},
+	})
+	if err != nil {
+		return nil, controller.ProvisioningFinished, err
+	}
+	if res.Reattached {
+		p.recorder.Event(claim, v1.EventTypeNormal, ReasonReattached, res.Message)
+	}
+	pv := buildPV(opts, cfg, res)
+	logger.V(2).Info("Provisioned volume", "volumeID", res.ID.String(), "reattached", res.Reattached, "gid", res.GID)
+	return pv, controller.ProvisioningFinished, nil
+}
+
+// checkClaim refuses what carve cannot do, saying what to change.
+func checkClaim(c *v1.PersistentVolumeClaim) error {
+	switch {
+	case c.Spec.VolumeMode != nil && *c.Spec.VolumeMode == v1.PersistentVolumeBlock:
+		return fmt.Errorf("%w: volumeMode Block is not supported by NFS or GlusterFS: use volumeMode Filesystem", backend.ErrInvalid)
+	case c.Spec.DataSource != nil || c.Spec.DataSourceRef != nil:
+		return fmt.Errorf("%w: carve cannot populate a volume from a dataSource (clone or snapshot): remove spec.dataSource", backend.ErrInvalid)
+	case c.Spec.Selector != nil:
+		return fmt.Errorf("%w: a claim with spec.selector only binds existing PVs; carve cannot provision for it: remove the selector", backend.ErrInvalid)
+	}
+	if _, ok := c.Spec.Resources.Requests[v1.ResourceStorage]; !ok {
+		return fmt.Errorf("%w: spec.resources.requests.storage is required", backend.ErrInvalid)
+	}
+	return nil
+}
+
+func buildPV(opts controller.ProvisionOptions, cfg *params.Config, res *volume.Result) *v1.PersistentVolume {
+	reclaim := v1.PersistentVolumeReclaimDelete // the API server's default for a class
+	if opts.StorageClass.ReclaimPolicy != nil {
+		reclaim = *opts.StorageClass.ReclaimPolicy
+	}
+	pv := &v1.PersistentVolume{}
+	pv.Name = opts.PVName
+	pv.Annotations = map[string]string{AnnVolumeID: res.ID.String()}
+	if res.GID >= 0 {
+		pv.Annotations[AnnGID] = strconv.FormatInt(res.GID, 10)
+	}
+	fs := v1.PersistentVolumeFilesystem
+	pv.Spec = v1.PersistentVolumeSpec{
+		PersistentVolumeReclaimPolicy: reclaim,
+		AccessModes:                   opts.PVC.Spec.AccessModes,
+		Capacity:                      v1.ResourceList{v1.ResourceStorage: opts.PVC.Spec.Resources.Requests[v1.ResourceStorage]},
+		MountOptions:                  opts.StorageClass.MountOptions,
+		VolumeMode:                    &fs,
+	}
+	if cfg.VolumeType == params.VolumeTypeCSI {
+		pv.Spec.CSI = &v1.CSIPersistentVolumeSource{
+			Driver:           DriverName,
+			VolumeHandle:     res.ID.String(),
+			VolumeAttributes: VolumeAttributes(res.ID),
+		}
+	} else {
+		pv.Spec.NFS = &v1.NFSVolumeSource{Server: res.ID.Servers[0], Path: nfs.ExportPath(res.ID)}
+	}
+	return pv
+}
+
+// VolumeAttributes are informational copies of the ID's fields for CSI PVs.
+func VolumeAttributes(id volid.ID) map[string]string {
+	return map[string]string{
+		"backend": id.Backend,
+		"server":  id.Servers[0],
+		"share":   id.Share,
+		"subdir":  id.DirPath(),
+	}
+}
+
+// VolumeID returns the carve volume ID of a PV, or false if the PV is not carve's.
+func VolumeID(pv *v1.PersistentVolume) (volid.ID, bool, error) {
+	s, ok := pv.Annotations[AnnVolumeID]
+	if !ok && pv.Spec.CSI != nil && pv.Spec.CSI.Driver == DriverName {
+		s, ok = pv.Spec.CSI.VolumeHandle, true
+	}
+	if !ok {
+		return volid.ID{}, false, nil
+	}
+	id, err := volid.Parse(s)
+	return id, true, err
+}
+
+// Delete applies the onDelete policy recorded in the PV's volume ID.
+func (p *Provisioner) Delete(ctx context.Context, pv *v1.PersistentVolume) error {
+	logger := klog.FromContext(ctx).WithValues("PV", klog.KObj(pv))
+	ctx = klog.NewContext(ctx, logger)
+	id, ok, err := VolumeID(pv)
+	if !ok {
+		return &controller.IgnoredError{Reason: "the PV has no " + AnnVolumeID + " annotation, so carve did not provision it"}
+	}
+	if err != nil {
+		// Never guess where data lives: leave the PV for an administrator.
+		return fmt.Errorf("cannot delete: %s annotation is not a valid carve volume ID: %w", AnnVolumeID, err)
+	}
+	out, err := p.svc.Delete(ctx, pv.Name, id)
+	if err != nil {
+		return err
+	}
+	switch out.Action {
+	case "archived":
+		p.recorder.Eventf(pv, v1.EventTypeNormal, ReasonDeleted, "onDelete=archive: moved %s to %s", id.DirPath(), out.Where)
+	case "deleted":
+		p.recorder.Eventf(pv, v1.EventTypeNormal, ReasonDeleted, "onDelete=delete: moved %s to the trash; it is purged in the background", id.DirPath())
+	case "kept-in-use":
+		p.recorder.Eventf(pv, v1.EventTypeNormal, ReasonKept, "kept %s: PersistentVolume %s still uses it", id.DirPath(), out.Where)
+	case "retained":
+		p.recorder.Eventf(pv, v1.EventTypeNormal, ReasonKept, "onDelete=retain: kept %s on the share", id.DirPath())
+	}
+	if p.gids != nil {
+		if g, err := strconv.ParseInt(pv.Annotations[AnnGID], 10, 64); err == nil && out.Action != "kept-in-use" {
+			p.gids.Release(g)
+		}
+	}
+	logger.V(2).Info("Deleted volume", "volumeID", id.String(), "action", out.Action, "where", out.Where)
+	return nil
+}
+
+// IsPermanent reports errors that retrying will not fix.
+func IsPermanent(err error) bool {
+	return errors.Is(err, backend.ErrInvalid) || errors.Is(err, backend.ErrConflict)
+}

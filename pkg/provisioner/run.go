@@ -1,0 +1,131 @@
+package provisioner
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+	mount "k8s.io/mount-utils"
+	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
+	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller/metrics"
+
+	"github.com/carve-csi/carve/pkg/dirvol"
+	"github.com/carve-csi/carve/pkg/httpserve"
+	"github.com/carve-csi/carve/pkg/nfs"
+	"github.com/carve-csi/carve/pkg/sharemount"
+	"github.com/carve-csi/carve/pkg/volume"
+)
+
+// Config is everything cmd/provisioner reads from flags.
+type Config struct {
+	Name           string // provisioner name; StorageClass.provisioner must match
+	MountMap       sharemount.Map
+	MountsDir      string
+	Threadiness    int
+	LeaderElect    bool
+	LeaderElectNS  string
+	MetricsAddress string
+	HealthAddress  string
+	ResyncPeriod   time.Duration
+}
+
+// Run starts the controller and blocks until ctx ends.
+func Run(ctx context.Context, client kubernetes.Interface, cfg Config) error {
+	logger := klog.FromContext(ctx)
+
+	factory := informers.NewSharedInformerFactory(client, cfg.ResyncPeriod)
+	pvInformer := factory.Core().V1().PersistentVolumes().Informer()
+	pvcInformer := factory.Core().V1().PersistentVolumeClaims().Informer()
+	view, err := NewClusterView(pvInformer, pvcInformer)
+	if err != nil {
+		return err
+	}
+
+	resolver := &sharemount.Resolver{Map: cfg.MountMap, MountsDir: cfg.MountsDir}
+	if cfg.MountsDir != "" {
+		resolver.Mounter = mount.New("")
+	}
+	svc := volume.New(volume.Options{Referrers: view, GIDs: view, PurgeContext: ctx}, nfs.New(resolver))
+
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartStructuredLogging(4)
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	recorder := broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "carve-provisioner"})
+
+	// Serve the lib's metrics from our own registry: its built-in server uses
+	// the global registry and http.DefaultServeMux.
+	m := metrics.New("controller")
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m.PersistentVolumeClaimProvisionTotal, m.PersistentVolumeClaimProvisionFailedTotal,
+		m.PersistentVolumeClaimProvisionDurationSeconds, m.PersistentVolumeDeleteTotal,
+		m.PersistentVolumeDeleteFailedTotal, m.PersistentVolumeDeleteDurationSeconds)
+
+	opts := []func(*controller.ProvisionController) error{
+		controller.LeaderElection(cfg.LeaderElect),
+		controller.Threadiness(cfg.Threadiness),
+		controller.ResyncPeriod(cfg.ResyncPeriod),
+		controller.ClaimsInformer(pvcInformer),
+		controller.VolumesInformer(pvInformer),
+		controller.MetricsInstance(m),
+		// Retry saving a PV forever instead of deleting the carved directory
+		// after five failures: the data must never depend on API availability.
+		controller.CreateProvisionedPVLimiter(workqueue.NewTypedItemExponentialFailureRateLimiter[any](time.Second, 5*time.Minute)),
+	}
+	if cfg.LeaderElectNS != "" {
+		opts = append(opts, controller.LeaderElectionNamespace(cfg.LeaderElectNS))
+	}
+	pc := controller.NewProvisionController(logger, client, cfg.Name, New(svc, view, recorder), opts...)
+
+	mux := httpserve.Health(map[string]httpserve.Check{
+		"apiserver": func(ctx context.Context) error {
+			_, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+			return err
+		},
+		"shares": func(context.Context) error {
+			for k, p := range cfg.MountMap {
+				if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
+					return fmt.Errorf("share %s at %s is not a reachable directory", k, p)
+				}
+			}
+			return nil
+		},
+	})
+	if err := httpserve.Serve(ctx, "health", cfg.HealthAddress, mux); err != nil {
+		return fmt.Errorf("--health-address: %w", err)
+	}
+	if err := httpserve.Serve(ctx, "metrics", cfg.MetricsAddress, promhttp.HandlerFor(reg, promhttp.HandlerOpts{})); err != nil {
+		return fmt.Errorf("--metrics-address: %w", err)
+	}
+
+	// Finish purges a crash may have interrupted.
+	for k, p := range cfg.MountMap {
+		go func() {
+			sh, err := dirvol.Open(p)
+			if err == nil {
+				err = sh.Purge(ctx)
+			}
+			if err != nil {
+				logger.Error(err, "Purging leftovers failed", "share", k)
+			}
+		}()
+	}
+
+	factory.Start(ctx.Done())
+	logger.Info("Starting carve provisioner", "name", cfg.Name, "threadiness", cfg.Threadiness, "leaderElection", cfg.LeaderElect)
+	pc.Run(ctx)
+	factory.Shutdown()
+	svc.WaitPurges()
+	return nil
+}

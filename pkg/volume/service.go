@@ -1,0 +1,439 @@
+// Package volume holds carve's policy for carving, re-attaching and deleting
+// per-claim directories. Both binaries call it; it knows backends only through
+// pkg/backend and Kubernetes only through the Referrers it is given.
+package volume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/carve-csi/carve/pkg/backend"
+	"github.com/carve-csi/carve/pkg/dirvol"
+	"github.com/carve-csi/carve/pkg/params"
+	"github.com/carve-csi/carve/pkg/volid"
+)
+
+// Ref is a PersistentVolume that points at a location.
+type Ref struct {
+	PV        string
+	Namespace string // of its claim; "" when it has none
+	// Live: bound to, or reserved for, a claim that still exists. A Released
+	// PV whose claim is gone is not live: its data may be re-attached.
+	Live bool
+}
+
+// Referrers finds the PVs pointing at a location (volid.ID.Location).
+// The provisioner answers from its PV informer; nil means no cluster view.
+type Referrers interface {
+	Referrers(ctx context.Context, location string) ([]Ref, error)
+}
+
+// GIDAllocator hands out a supplemental group per volume.
+type GIDAllocator interface {
+	// Allocate returns a free GID in [min, max] and reserves it.
+	Allocate(ctx context.Context, min, max int64) (int64, error)
+	// Reserve marks gid used (a re-attached directory keeps its group).
+	Reserve(gid int64)
+	// Release frees gid (the PV is gone).
+	Release(gid int64)
+}
+
+// Request asks for a volume for one claim.
+type Request struct {
+	Name      string // PV name (classic) or CSI volume name: the volume's identity
+	Namespace string // claim namespace
+	Claim     string // claim name
+	Config    *params.Config
+	Vars      params.Vars
+}
+
+// Result is a carved or re-attached volume.
+type Result struct {
+	ID         volid.ID
+	Reattached bool  // the directory held data from an earlier claim
+	GID        int64 // supplemental group for pods; -1 when none
+	Message    string
+}
+
+// Service carves volumes.
+type Service struct {
+	backends  map[string]backend.Backend
+	referrers Referrers
+	gids      GIDAllocator
+	now       func() time.Time
+
+	mu         sync.Mutex
+	pending    map[string]pending // location → volume handed out, PV maybe not visible yet
+	shareLocks map[*dirvol.Share]*sync.Mutex
+
+	purgeMu  sync.Mutex
+	purging  map[*dirvol.Share]bool
+	purgeWG  sync.WaitGroup
+	purgeCtx context.Context
+}
+
+type pending struct {
+	name      string
+	namespace string
+	at        time.Time
+}
+
+// pendingTTL bounds how long a handed-out volume counts as live without its PV
+// appearing (the lib creates the PV right after Provision returns).
+const pendingTTL = 5 * time.Minute
+
+// Options configure a Service.
+type Options struct {
+	Referrers Referrers
+	GIDs      GIDAllocator
+	// PurgeContext bounds background purges of deleted volumes.
+	PurgeContext context.Context
+}
+
+// New returns a Service over the given backends.
+func New(opts Options, backends ...backend.Backend) *Service {
+	s := &Service{
+		backends:   map[string]backend.Backend{},
+		referrers:  opts.Referrers,
+		gids:       opts.GIDs,
+		now:        time.Now,
+		pending:    map[string]pending{},
+		shareLocks: map[*dirvol.Share]*sync.Mutex{},
+		purging:    map[*dirvol.Share]bool{},
+		purgeCtx:   opts.PurgeContext,
+	}
+	if s.purgeCtx == nil {
+		s.purgeCtx = context.Background()
+	}
+	for _, b := range backends {
+		s.backends[b.Kind()] = b
+	}
+	return s
+}
+
+// Backend returns the backend of a kind.
+func (s *Service) Backend(kind string) (backend.Backend, error) {
+	b, ok := s.backends[kind]
+	if !ok {
+		return nil, fmt.Errorf("%w: backend %q is not enabled in this carve", backend.ErrInvalid, kind)
+	}
+	return b, nil
+}
+
+// Locate renders the request's path into a volume ID without touching storage.
+func (s *Service) Locate(req Request) (volid.ID, backend.Backend, error) {
+	cfg := req.Config
+	b, err := s.Backend(cfg.Backend)
+	if err != nil {
+		return volid.ID{}, nil, err
+	}
+	dir, err := cfg.PathPattern.Render(req.Vars)
+	if err != nil {
+		return volid.ID{}, nil, err
+	}
+	id := volid.ID{Backend: cfg.Backend, Servers: b.Servers(cfg), Share: cfg.Share, Dir: dir, OnDelete: cfg.OnDelete}
+	if err := id.Validate(); err != nil {
+		return volid.ID{}, nil, fmt.Errorf("%w: %v", backend.ErrInvalid, err)
+	}
+	return id, b, nil
+}
+
+// Create carves the directory for a claim, or re-attaches retained data at the
+// same path when that is safe. It is idempotent for the same req.Name.
+func (s *Service) Create(ctx context.Context, req Request) (*Result, error) {
+	logger := klog.FromContext(ctx)
+	id, b, err := s.Locate(req)
+	if err != nil {
+		return nil, err
+	}
+	share, err := b.Share(ctx, id.Servers, id.Share)
+	if err != nil {
+		return nil, err
+	}
+	loc := id.Location()
+	meta := dirvol.Meta{PV: req.Name, Namespace: req.Namespace, Claim: req.Claim, Updated: s.now().UTC()}
+
+	// One decision per share at a time: two claims rendering the same path
+	// must not both see it free.
+	unlock := s.lockLocation(share)
+	defer unlock()
+
+	info, err := share.Lookup(id.Dir)
+	switch {
+	case errors.Is(err, dirvol.ErrNotFound):
+		res, err := s.carve(ctx, share, id, req, meta)
+		if err == nil {
+			s.markPending(loc, req)
+		}
+		return res, err
+	case err != nil:
+		return nil, wrapStorage(err)
+	}
+
+	if info.Meta != nil && info.Meta.PV == req.Name {
+		// A retry for the same volume (e.g. the PV could not be saved).
+		s.markPending(loc, req)
+		return &Result{ID: id, GID: groupOf(info, req.Config)}, nil
+	}
+	if err := s.checkReattach(ctx, loc, req, info); err != nil {
+		return nil, err
+	}
+	if err := share.SetMeta(id.Dir, meta); err != nil {
+		return nil, wrapStorage(err)
+	}
+	s.markPending(loc, req)
+	gid := groupOf(info, req.Config)
+	if gid >= 0 && s.gids != nil && req.Config.AllocateGID() {
+		s.gids.Reserve(gid)
+	}
+	msg := fmt.Sprintf("re-attached existing directory %s on %s:%s (data retained from an earlier claim)", id.DirPath(), id.Servers[0], id.Share)
+	logger.Info("Re-attaching retained volume directory", "volume", req.Name, "dir", id.DirPath(), "share", id.Share)
+	return &Result{ID: id, Reattached: true, GID: gid, Message: msg}, nil
+}
+
+func (s *Service) carve(ctx context.Context, share *dirvol.Share, id volid.ID, req Request, meta dirvol.Meta) (*Result, error) {
+	cfg := req.Config
+	own := dirvol.Owner{Mode: cfg.DirMode()}
+	if cfg.UID != nil {
+		own.UID = *cfg.UID
+	}
+	gid := int64(-1)
+	switch {
+	case cfg.GID != nil:
+		gid = *cfg.GID
+	case s.gids != nil:
+		g, err := s.gids.Allocate(ctx, cfg.GIDMin, cfg.GIDMax)
+		if err != nil {
+			return nil, fmt.Errorf("allocate a GID in %d..%d: %w", cfg.GIDMin, cfg.GIDMax, err)
+		}
+		gid = g
+	}
+	own.GID = max(gid, 0)
+	created, err := share.Create(ctx, id.Dir, own, meta)
+	if err != nil || !created {
+		if s.gids != nil && cfg.AllocateGID() && gid >= 0 {
+			s.gids.Release(gid)
+		}
+		if err != nil {
+			return nil, wrapStorage(err)
+		}
+		// Lost a race outside this process; let the caller retry the decision.
+		return nil, fmt.Errorf("%w: %s appeared while carving it; retrying", backend.ErrBusy, id.DirPath())
+	}
+	klog.FromContext(ctx).V(2).Info("Carved volume directory", "volume", req.Name, "dir", id.DirPath(), "share", id.Share, "gid", gid)
+	return &Result{ID: id, GID: gid}, nil
+}
+
+// checkReattach enforces: never two live claims on one directory, never across
+// namespaces.
+func (s *Service) checkReattach(ctx context.Context, loc string, req Request, info *dirvol.Info) error {
+	dir := strings.Join(info.Path, "/")
+	refs, err := s.refs(ctx, loc, req.Name)
+	if err != nil {
+		return err
+	}
+	sameNamespaceReleased := false
+	for _, r := range refs {
+		if r.Live {
+			return fmt.Errorf("%w: directory %s is in use by PersistentVolume %s; two live claims never share a directory "+
+				"(change pathPattern or the claim's name)", backend.ErrConflict, dir, r.PV)
+		}
+		if r.Namespace != "" && r.Namespace != req.Namespace {
+			return fmt.Errorf("%w: directory %s belongs to a released PersistentVolume %s of namespace %q",
+				backend.ErrConflict, dir, r.PV, r.Namespace)
+		}
+		if r.Namespace == req.Namespace {
+			sameNamespaceReleased = true
+		}
+	}
+	if info.Meta != nil && info.Meta.Namespace != "" && info.Meta.Namespace != req.Namespace {
+		return fmt.Errorf("%w: directory %s was carved for namespace %q; a claim in %q cannot re-attach it",
+			backend.ErrConflict, dir, info.Meta.Namespace, req.Namespace)
+	}
+	if !req.Config.PathPattern.Namespaced() && !sameNamespaceReleased {
+		return fmt.Errorf("%w: directory %s already exists and pathPattern %q does not contain ${pvc.metadata.namespace} "+
+			"as a whole segment, so carve cannot tell that the data belongs to namespace %q",
+			backend.ErrConflict, dir, req.Config.PathPattern, req.Namespace)
+	}
+	return nil
+}
+
+// refs merges the cluster's view with volumes handed out but not yet visible.
+func (s *Service) refs(ctx context.Context, loc, self string) ([]Ref, error) {
+	var refs []Ref
+	if s.referrers != nil {
+		rs, err := s.referrers.Referrers(ctx, loc)
+		if err != nil {
+			return nil, fmt.Errorf("%w: list PersistentVolumes: %v", backend.ErrUnavailable, err)
+		}
+		for _, r := range rs {
+			if r.PV != self {
+				refs = append(refs, r)
+			}
+		}
+	}
+	s.mu.Lock()
+	p, ok := s.pending[loc]
+	s.mu.Unlock()
+	if ok && p.name != self && s.now().Sub(p.at) < pendingTTL {
+		seen := false
+		for _, r := range refs {
+			seen = seen || r.PV == p.name
+		}
+		if !seen {
+			refs = append(refs, Ref{PV: p.name, Namespace: p.namespace, Live: true})
+		}
+	}
+	return refs, nil
+}
+
+func (s *Service) markPending(loc string, req Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	for k, p := range s.pending {
+		if now.Sub(p.at) >= pendingTTL {
+			delete(s.pending, k)
+		}
+	}
+	s.pending[loc] = pending{name: req.Name, namespace: req.Namespace, at: now}
+}
+
+// Outcome says what Delete did with the data.
+type Outcome struct {
+	Action string // "retained", "archived", "deleted", "kept-in-use", "absent"
+	Where  string // archive path, for archived
+}
+
+// Delete applies the onDelete policy recorded in the ID. It never removes a
+// directory that another live PV references; name is the PV being deleted.
+func (s *Service) Delete(ctx context.Context, name string, id volid.ID) (Outcome, error) {
+	logger := klog.FromContext(ctx)
+	if id.OnDelete == params.OnDeleteRetain {
+		return Outcome{Action: "retained"}, nil
+	}
+	b, err := s.Backend(id.Backend)
+	if err != nil {
+		return Outcome{}, err
+	}
+	share, err := b.Share(ctx, id.Servers, id.Share)
+	if err != nil {
+		return Outcome{}, err
+	}
+	unlock := s.lockLocation(share)
+	defer unlock()
+
+	refs, err := s.refs(ctx, id.Location(), name)
+	if err != nil {
+		return Outcome{}, err
+	}
+	for _, r := range refs {
+		if r.Live {
+			logger.Info("Keeping volume directory: another live PersistentVolume uses it", "dir", id.DirPath(), "user", r.PV)
+			return Outcome{Action: "kept-in-use", Where: r.PV}, nil
+		}
+	}
+	if info, err := share.Lookup(id.Dir); errors.Is(err, dirvol.ErrNotFound) {
+		return Outcome{Action: "absent"}, nil
+	} else if err != nil {
+		return Outcome{}, wrapStorage(err)
+	} else if info.Meta != nil && info.Meta.PV != "" && info.Meta.PV != name {
+		// Re-attached by a newer volume since; that one decides.
+		logger.Info("Keeping volume directory: it was re-attached by another volume", "dir", id.DirPath(), "holder", info.Meta.PV)
+		return Outcome{Action: "kept-in-use", Where: info.Meta.PV}, nil
+	}
+
+	switch id.OnDelete {
+	case params.OnDeleteArchive:
+		where, err := share.Archive(ctx, id.Dir, s.now())
+		if err != nil {
+			return Outcome{}, wrapStorage(err)
+		}
+		return Outcome{Action: "archived", Where: where}, nil
+	case params.OnDeleteDelete:
+		if _, err := share.Trash(ctx, id.Dir); err != nil {
+			return Outcome{}, wrapStorage(err)
+		}
+		s.purgeLater(ctx, share)
+		return Outcome{Action: "deleted"}, nil
+	}
+	return Outcome{}, fmt.Errorf("%w: onDelete %q", backend.ErrInvalid, id.OnDelete)
+}
+
+// purgeLater empties the share's trash in the background, one purge per share
+// at a time; a request during a purge makes it run once more.
+func (s *Service) purgeLater(ctx context.Context, share *dirvol.Share) {
+	s.purgeMu.Lock()
+	defer s.purgeMu.Unlock()
+	if running, ok := s.purging[share]; ok {
+		if !running {
+			return
+		}
+		s.purging[share] = false // rerun when done
+		return
+	}
+	s.purging[share] = true
+	logger := klog.FromContext(ctx)
+	s.purgeWG.Add(1)
+	go func() {
+		defer s.purgeWG.Done()
+		for {
+			if err := share.Purge(klog.NewContext(s.purgeCtx, logger)); err != nil {
+				logger.Error(err, "Purging deleted volumes failed; will retry on the next delete", "share", share.Root())
+			}
+			s.purgeMu.Lock()
+			again := !s.purging[share]
+			if !again {
+				delete(s.purging, share)
+			} else {
+				s.purging[share] = true
+			}
+			s.purgeMu.Unlock()
+			if !again {
+				return
+			}
+		}
+	}()
+}
+
+// WaitPurges blocks until background purges are done (tests, shutdown).
+func (s *Service) WaitPurges() { s.purgeWG.Wait() }
+
+func (s *Service) lockLocation(share *dirvol.Share) func() {
+	// One lock per share keeps the policy decision and the change together.
+	s.mu.Lock()
+	l, ok := s.shareLocks[share]
+	if !ok {
+		l = &sync.Mutex{}
+		s.shareLocks[share] = l
+	}
+	s.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+// groupOf is the supplemental group to advertise for an existing directory.
+func groupOf(info *dirvol.Info, cfg *params.Config) int64 {
+	if cfg.GID != nil {
+		return *cfg.GID
+	}
+	if info.Mode&0o2000 != 0 && int64(info.GID) >= cfg.GIDMin && int64(info.GID) <= cfg.GIDMax {
+		return int64(info.GID)
+	}
+	return -1
+}
+
+// wrapStorage marks filesystem errors: unsafe paths are conflicts the user must
+// resolve; anything else is worth a retry.
+func wrapStorage(err error) error {
+	if errors.Is(err, dirvol.ErrUnsafe) {
+		return fmt.Errorf("%w: %v", backend.ErrConflict, err)
+	}
+	return fmt.Errorf("%w: %v", backend.ErrUnavailable, err)
+}
