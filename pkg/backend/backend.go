@@ -40,3 +40,12 @@ type Backend interface {
 	// MountSpec tells a node how to mount the volume directly from the server.
 	MountSpec(id volid.ID, mountOptions []string) MountSpec
 }
+
+// Limiter is implemented by backends that enforce a size per volume
+// (Gluster directory quota). Without it, sizes are recorded, not enforced.
+type Limiter interface {
+	// SetLimit sets or raises the volume's size limit.
+	SetLimit(ctx context.Context, id volid.ID, bytes int64) error
+	// RemoveLimit drops the limit of a volume that is archived or deleted.
+	RemoveLimit(ctx context.Context, id volid.ID) error
+}

@@ -69,10 +69,13 @@ type Owner struct {
 // Meta records who a directory was carved for; kept outside the directory so
 // the pod using the volume cannot forge it.
 type Meta struct {
-	PV        string    `json:"pv"`
-	Namespace string    `json:"namespace"`
-	Claim     string    `json:"claim"`
-	Updated   time.Time `json:"updated"`
+	PV        string `json:"pv"`
+	Namespace string `json:"namespace"`
+	Claim     string `json:"claim"`
+	// CapacityBytes is the size requested when the volume was carved or last
+	// expanded; CSI needs it to tell a retry from a conflicting request.
+	CapacityBytes int64     `json:"capacityBytes,omitempty"`
+	Updated       time.Time `json:"updated"`
 }
 
 // Info describes an existing volume directory.

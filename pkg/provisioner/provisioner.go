@@ -71,6 +71,7 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 		Namespace: claim.Namespace,
 		Claim:     claim.Name,
 		Config:    cfg,
+		SizeBytes: sizeOf(claim),
 		Vars: params.Vars{
 			Namespace:   claim.Namespace,
 			Name:        claim.Name,
@@ -88,6 +89,11 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 	pv := buildPV(opts, cfg, res)
 	logger.V(2).Info("Provisioned volume", "volumeID", res.ID.String(), "reattached", res.Reattached, "gid", res.GID)
 	return pv, controller.ProvisioningFinished, nil
+}
+
+func sizeOf(c *v1.PersistentVolumeClaim) int64 {
+	q := c.Spec.Resources.Requests[v1.ResourceStorage]
+	return q.Value()
 }
 
 // checkClaim refuses what carve cannot do, saying what to change.

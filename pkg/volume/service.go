@@ -51,6 +51,7 @@ type Request struct {
 	Claim     string // claim name
 	Config    *params.Config
 	Vars      params.Vars
+	SizeBytes int64 // requested capacity; enforced where the backend is a Limiter
 }
 
 // Result is a carved or re-attached volume.
@@ -59,6 +60,20 @@ type Result struct {
 	Reattached bool  // the directory held data from an earlier claim
 	GID        int64 // supplemental group for pods; -1 when none
 	Message    string
+	// CapacityBytes recorded for an existing volume of the same name (a retry).
+	CapacityBytes int64
+}
+
+// applyLimit enforces the size where the backend can.
+func (s *Service) applyLimit(ctx context.Context, b backend.Backend, id volid.ID, bytes int64) error {
+	l, ok := b.(backend.Limiter)
+	if !ok || bytes <= 0 {
+		return nil
+	}
+	if err := l.SetLimit(ctx, id, bytes); err != nil {
+		return fmt.Errorf("set size limit of %s: %w", id.DirPath(), err)
+	}
+	return nil
 }
 
 // Service carves volumes.
@@ -157,7 +172,7 @@ func (s *Service) Create(ctx context.Context, req Request) (*Result, error) {
 		return nil, err
 	}
 	loc := id.Location()
-	meta := dirvol.Meta{PV: req.Name, Namespace: req.Namespace, Claim: req.Claim, Updated: s.now().UTC()}
+	meta := dirvol.Meta{PV: req.Name, Namespace: req.Namespace, Claim: req.Claim, CapacityBytes: req.SizeBytes, Updated: s.now().UTC()}
 
 	// One decision per share at a time: two claims rendering the same path
 	// must not both see it free.
@@ -168,10 +183,11 @@ func (s *Service) Create(ctx context.Context, req Request) (*Result, error) {
 	switch {
 	case errors.Is(err, dirvol.ErrNotFound):
 		res, err := s.carve(ctx, share, id, req, meta)
-		if err == nil {
-			s.markPending(loc, req)
+		if err != nil {
+			return nil, err
 		}
-		return res, err
+		s.markPending(loc, req)
+		return res, s.applyLimit(ctx, b, id, req.SizeBytes)
 	case err != nil:
 		return nil, wrapStorage(err)
 	}
@@ -179,7 +195,7 @@ func (s *Service) Create(ctx context.Context, req Request) (*Result, error) {
 	if info.Meta != nil && info.Meta.PV == req.Name {
 		// A retry for the same volume (e.g. the PV could not be saved).
 		s.markPending(loc, req)
-		return &Result{ID: id, GID: groupOf(info, req.Config)}, nil
+		return &Result{ID: id, GID: groupOf(info, req.Config), CapacityBytes: info.Meta.CapacityBytes}, s.applyLimit(ctx, b, id, req.SizeBytes)
 	}
 	if err := s.checkReattach(ctx, loc, req, info); err != nil {
 		return nil, err
@@ -191,6 +207,9 @@ func (s *Service) Create(ctx context.Context, req Request) (*Result, error) {
 	gid := groupOf(info, req.Config)
 	if gid >= 0 && s.gids != nil && req.Config.AllocateGID() {
 		s.gids.Reserve(gid)
+	}
+	if err := s.applyLimit(ctx, b, id, req.SizeBytes); err != nil {
+		return nil, err
 	}
 	msg := fmt.Sprintf("re-attached existing directory %s on %s:%s (data retained from an earlier claim)", id.DirPath(), id.Servers[0], id.Share)
 	logger.Info("Re-attaching retained volume directory", "volume", req.Name, "dir", id.DirPath(), "share", id.Share)
@@ -349,6 +368,11 @@ func (s *Service) Delete(ctx context.Context, name string, id volid.ID) (Outcome
 		return Outcome{Action: "kept-in-use", Where: info.Meta.PV}, nil
 	}
 
+	if l, ok := b.(backend.Limiter); ok {
+		if err := l.RemoveLimit(ctx, id); err != nil {
+			return Outcome{}, fmt.Errorf("remove size limit of %s: %w", id.DirPath(), err)
+		}
+	}
 	switch id.OnDelete {
 	case params.OnDeleteArchive:
 		where, err := share.Archive(ctx, id.Dir, s.now())
