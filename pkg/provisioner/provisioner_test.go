@@ -38,14 +38,20 @@ type harness struct {
 
 // startController runs the real wiring (informers, lib controller, carve's
 // provisioner) against a fake API server and a share in a temp dir.
-func startController(t *testing.T, objs ...any) *harness {
+func startController(t *testing.T) *harness {
 	t.Helper()
-	_, ctx := ktesting.NewTestContext(t)
-	ctx, cancel := context.WithCancel(ctx)
 	root := filepath.Join(t.TempDir(), "export")
 	if err := os.Mkdir(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	return startControllerOn(t, "10.0.0.5:/export", root)
+}
+
+// startControllerOn maps the share SERVER:SHARE to the local directory root.
+func startControllerOn(t *testing.T, share, root string) *harness {
+	t.Helper()
+	_, ctx := ktesting.NewTestContext(t)
+	ctx, cancel := context.WithCancel(ctx)
 	client := fake.NewClientset()
 	// The fake API server drops objects created between an informer's List
 	// and Watch; wait for the watches before the test creates anything.
@@ -58,7 +64,7 @@ func startController(t *testing.T, objs ...any) *harness {
 		return false, nil, nil
 	})
 	m := sharemount.Map{}
-	if err := m.Set("10.0.0.5:/export=" + root); err != nil {
+	if err := m.Set(share + "=" + root); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)

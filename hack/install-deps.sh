@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what carve's tests use: a real NFS server (nfs-ganesha) with a
+# userspace client (libnfs-utils), and GlusterFS (server + FUSE client).
+set -euo pipefail
+pkgs=(nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils glusterfs-server glusterfs-client)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "deps: all installed (${pkgs[*]})"
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "deps: run as root, or: sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
