@@ -33,7 +33,7 @@ func TestRealNFSServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	// ...is what an NFS client of the PV's source sees.
-	names, err := srv.List(t, pv.Spec.NFS.Path)
+	names, err := srv.List(pv.Spec.NFS.Path)
 	if err != nil {
 		t.Fatalf("nfs-ls %s: %v", pv.Spec.NFS.Path, err)
 	}
@@ -45,7 +45,7 @@ func TestRealNFSServer(t *testing.T) {
 		t.Fatalf("nfs-cat = %q, %v", data, err)
 	}
 	// carve's own folders are not inside any volume.
-	top, err := srv.List(t, srv.Export())
+	top, err := srv.List(srv.Export())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -193,7 +193,9 @@ func (p *Provisioner) Delete(ctx context.Context, pv *v1.PersistentVolume) error
 		p.recorder.Eventf(pv, v1.EventTypeNormal, ReasonKept, "onDelete=retain: kept %s on the share", id.DirPath())
 	}
 	if p.gids != nil {
-		if g, err := strconv.ParseInt(pv.Annotations[AnnGID], 10, 64); err == nil && out.Action != "kept-in-use" {
+		// The group stays reserved while its directory may be mounted again.
+		gone := out.Action == "archived" || out.Action == "deleted" || out.Action == "absent"
+		if g, err := strconv.ParseInt(pv.Annotations[AnnGID], 10, 64); err == nil && gone {
 			p.gids.Release(g)
 		}
 	}

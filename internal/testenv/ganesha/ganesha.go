@@ -358,10 +358,7 @@ func (s *Server) URL(nfsPath string) string { return "nfs://" + Host + nfsPath }
 // "/export" or "/export/sub"), as read over NFSv3 with nfs-ls. Hidden
 // entries are included; "." and ".." are not. A missing directory fails with
 // a mount error (MNT3ERR_ACCES), because nfs-ls mounts the path it lists.
-func (s *Server) List(t testing.TB, nfsPath string) ([]string, error) {
-	if t != nil {
-		t.Helper()
-	}
+func (s *Server) List(nfsPath string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
 	out, err := realenv.Run(ctx, "nfs-ls", s.URL(nfsPath))

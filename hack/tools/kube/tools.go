@@ -1,0 +1,12 @@
+//go:build tools
+
+// Package tools pins the Kubernetes control-plane commands that
+// hack/build-tools.sh builds, so that go mod tidy keeps their dependencies.
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
