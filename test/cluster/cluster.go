@@ -48,6 +48,9 @@ type Options struct {
 	// NoSignalHandler stops Start from installing a SIGINT/SIGTERM handler
 	// that stops every running cluster and then re-raises the signal.
 	NoSignalHandler bool
+	// ControllerManagerArgs are extra kube-controller-manager flags, e.g. its
+	// client rate limits for benchmarks.
+	ControllerManagerArgs []string
 }
 
 // Cluster is a running control plane. Its exported fields are read-only.

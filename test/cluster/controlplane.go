@@ -121,15 +121,16 @@ func (c *Cluster) start(ctx context.Context) error {
 
 	// Per-controller ServiceAccount credentials, as kubeadm does, so
 	// controllers act with their own RBAC like in a real cluster.
-	c.controllerManager, err = c.startCore("kube-controller-manager",
-		"--kubeconfig="+kcmKubeconfig,
-		"--service-account-private-key-file="+saKey,
-		"--root-ca-file="+filepath.Join(certDir, "apiserver.crt"),
+	c.controllerManager, err = c.startCore("kube-controller-manager", append([]string{
+		"--kubeconfig=" + kcmKubeconfig,
+		"--service-account-private-key-file=" + saKey,
+		"--root-ca-file=" + filepath.Join(certDir, "apiserver.crt"),
 		"--use-service-account-credentials=true",
 		"--controllers=*",
 		"--leader-elect=false",
 		"--bind-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(kcmPort),
+		"--secure-port=" + strconv.Itoa(kcmPort),
+	}, c.opts.ControllerManagerArgs...)...,
 	)
 	if err != nil {
 		return err

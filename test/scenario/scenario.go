@@ -50,6 +50,8 @@ type Env struct {
 	// Show, when set, is called after each step with its title (the demo
 	// prints the cluster's objects and the share there).
 	Show func(ctx context.Context, title string)
+	// ProvisionerArgs are extra flags for cmd/provisioner (benchmarks compare settings).
+	ProvisionerArgs []string
 
 	client      kubernetes.Interface
 	provisioner *cluster.Process
@@ -106,14 +108,14 @@ func (e *Env) StartProvisioner(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p, err := e.Cluster.StartProcess("carve-provisioner", []string{bin,
+	p, err := e.Cluster.StartProcess("carve-provisioner", append([]string{bin,
 		"--kubeconfig=" + kubeconfig,
 		"--mount-map=" + e.NFS.Server() + ":" + e.NFS.Export() + "=" + e.ShareDir,
 		"--leader-elect=true",
 		"--health-address=" + health,
 		"--metrics-address=" + metrics,
 		"--v=2",
-	}, []string{"POD_NAMESPACE=carve-system"})
+	}, e.ProvisionerArgs...), []string{"POD_NAMESPACE=carve-system"})
 	if err != nil {
 		return err
 	}
@@ -472,8 +474,13 @@ func (e *Env) noErrors(ctx context.Context) error {
 		return err
 	}
 	var bad []string
+	claimEvents := 0
 	for _, ev := range events.Items {
-		if ev.InvolvedObject.Kind == "PersistentVolumeClaim" && ev.Type != v1.EventTypeNormal {
+		if ev.InvolvedObject.Kind != "PersistentVolumeClaim" {
+			continue
+		}
+		claimEvents++
+		if ev.Type != v1.EventTypeNormal {
 			bad = append(bad, fmt.Sprintf("%s %s: %s", ev.InvolvedObject.Name, ev.Reason, ev.Message))
 		}
 	}
@@ -495,7 +502,7 @@ func (e *Env) noErrors(ctx context.Context) error {
 	if len(bad) > 0 {
 		return fmt.Errorf("unexpected errors:\n%s", strings.Join(bad, "\n"))
 	}
-	e.logf("checked %d claim events and %d provisioner log lines", len(events.Items), lines)
+	e.logf("checked %d claim events and %d provisioner log lines", claimEvents, lines)
 	return nil
 }
 
@@ -696,3 +703,6 @@ func Tree(root string) string {
 	})
 	return strings.Join(lines, "\n")
 }
+
+// ProvisionerPid is the provisioner process's PID (for RSS measurements).
+func (e *Env) ProvisionerPid() int { return e.provisioner.Pid() }
