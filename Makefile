@@ -6,7 +6,7 @@ GO ?= go
 # after `make deps`. CARVE_REQUIRE_REAL=1 turns "skipped: not available" into failures.
 TEST_FLAGS ?= -count=1 -timeout 30m
 
-.PHONY: all build test lint unit fuzz tools e2e bench demo deps clean
+.PHONY: all build test lint unit sanity fuzz tools e2e bench demo deps clean
 
 all: build
 
@@ -28,9 +28,14 @@ lint:
 	$(GO) vet ./...
 	cd $(AGENT) && $(GO) vet ./...
 
+## sanity: csi-test v5.4.0 sanity against cmd/csi-driver's services, with real bind mounts (root).
+sanity:
+	$(GO) test ./pkg/csidriver -run TestSanity -count=1 -v
+
 ## fuzz: a short run of each fuzz target (the seed corpus also runs in `make unit`).
 fuzz:
 	$(GO) test ./pkg/volid -run '^$$' -fuzz FuzzParse -fuzztime 30s
+	$(GO) test ./pkg/gluster -run '^$$' -fuzz FuzzParse -fuzztime 30s
 
 ## deps: install the system packages the tests need (Debian, as root).
 deps:

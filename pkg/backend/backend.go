@@ -49,3 +49,57 @@ type Limiter interface {
 	// RemoveLimit drops the limit of a volume that is archived or deleted.
 	RemoveLimit(ctx context.Context, id volid.ID) error
 }
+
+// ConfiguredLimiter is a Limiter whose policy depends on the StorageClass
+// (Gluster's quota: auto|gluster|none). pkg/volume calls ApplyLimit instead
+// of SetLimit when a claim's volume is carved or re-attached; warnings (e.g.
+// "the size is not enforced") are meant for the claim's events.
+type ConfiguredLimiter interface {
+	Limiter
+	ApplyLimit(ctx context.Context, id volid.ID, cfg *params.Config, bytes int64) (warnings []string, err error)
+}
+
+// VolumeRequest asks a VolumeCarver for a whole volume for one claim.
+type VolumeRequest struct {
+	Name      string // PV name (classic) or CSI volume name
+	Namespace string // claim namespace
+	Claim     string // claim name
+	ClaimUID  string // claim UID; makes generated volume names unique
+	Config    *params.Config
+	SizeBytes int64
+	// Owner of the volume's root directory; GID is -1 when none was allocated.
+	Owner dirvol.Owner
+}
+
+// CarvedVolume is a volume made (or found again, on a retry) by a VolumeCarver.
+type CarvedVolume struct {
+	ID volid.ID
+	// Existing: the volume was already there for the same PV (a retry).
+	Existing bool
+	// GID of the volume root's group, -1 when none.
+	GID int64
+	// CapacityBytes recorded for an existing volume.
+	CapacityBytes int64
+	// Warnings for the claim's events.
+	Warnings []string
+}
+
+// VolumeOutcome says what DeleteVolume did: Action is "archived", "deleted",
+// "absent" or "kept-in-use"; Where names the kept volume or leftovers.
+type VolumeOutcome struct {
+	Action string
+	Where  string
+}
+
+// VolumeCarver is implemented by backends that can give each claim its own
+// volume (Gluster mode volume). Such volume IDs have an empty Dir.
+type VolumeCarver interface {
+	// CreateVolume creates and starts the claim's volume; idempotent per req.Name.
+	CreateVolume(ctx context.Context, req VolumeRequest) (*CarvedVolume, error)
+	// DeleteVolume applies id.OnDelete (archive or delete) to the volume of PV
+	// name ("" when unknown). It never touches a volume recorded for another PV.
+	DeleteVolume(ctx context.Context, name string, id volid.ID) (VolumeOutcome, error)
+	// ExpandVolume raises the recorded size (and the limit, where enforced);
+	// it never shrinks and returns the resulting size.
+	ExpandVolume(ctx context.Context, id volid.ID, bytes int64) (int64, error)
+}

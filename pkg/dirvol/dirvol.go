@@ -385,6 +385,26 @@ func (s *Share) Statfs(dir []string) (Usage, error) {
 	}, nil
 }
 
+// OpenDir opens a volume directory without following any symlink, for callers
+// that must act on exactly that directory: a node bind-mounts it through
+// /proc/<pid>/fd/<n>, so a symlink swapped in after the lookup cannot redirect
+// the mount. The caller closes the file.
+func (s *Share) OpenDir(dir []string) (*os.File, error) {
+	if err := checkDir(dir); err != nil {
+		return nil, err
+	}
+	root, err := s.openRoot()
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(root)
+	fd, err := resolve(root, dir)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), s.Path(dir)), nil
+}
+
 // Path returns the local path of a volume directory for a bind mount. Callers
 // that mount it must still refuse symlinks (mount-utils does not follow the
 // last component only); use Lookup first.

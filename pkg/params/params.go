@@ -91,6 +91,9 @@ type Config struct {
 	Mode   *uint32
 	GIDMin int64
 	GIDMax int64
+
+	// Gluster is the gluster part (backend gluster only, else nil).
+	Gluster *GlusterConfig
 }
 
 // AllocateGID reports whether a GID must be allocated per volume.
@@ -117,6 +120,8 @@ func Parse(in map[string]string) (*Config, error) {
 	bad := func(err error) { errs = append(errs, err) }
 
 	pattern := DefaultPathPattern
+	var glusterMode string // `mode` given as subdir|volume
+	var glusterGiven []string
 	for _, k := range sortedKeys(in) {
 		v := in[k]
 		switch k {
@@ -149,6 +154,10 @@ func Parse(in map[string]string) (*Config, error) {
 			}
 			c.GID = &n
 		case Mode:
+			if isGlusterMode(v) {
+				glusterMode = v
+				continue
+			}
 			m, err := strconv.ParseUint(v, 8, 32)
 			if err != nil || m > 0o7777 {
 				bad(fmt.Errorf("%w: %s=%q: must be an octal permission such as 2770", ErrInvalid, k, v))
@@ -169,6 +178,10 @@ func Parse(in map[string]string) (*Config, error) {
 				c.GIDMax = n
 			}
 		default:
+			if isGlusterKey(k) {
+				glusterGiven = append(glusterGiven, k)
+				continue
+			}
 			if strings.HasPrefix(k, csiPrefix) {
 				continue
 			}
@@ -193,8 +206,22 @@ func Parse(in map[string]string) (*Config, error) {
 		if c.VolumeType == "" {
 			c.VolumeType = VolumeTypeNFS
 		}
+		for _, k := range glusterGiven {
+			bad(fmt.Errorf("%w: %s applies to backend gluster only", ErrInvalid, k))
+		}
+		if glusterMode != "" {
+			bad(fmt.Errorf("%w: %s=%q applies to backend gluster only; for nfs, %s is the directory permission in octal (e.g. 2770)",
+				ErrInvalid, Mode, glusterMode, Mode))
+		}
 	case BackendGluster:
-		bad(fmt.Errorf("%w: %s=gluster is not available in this build yet", ErrInvalid, Backend))
+		for _, k := range []string{Server, Share} {
+			if _, ok := in[k]; ok {
+				bad(fmt.Errorf("%w: %s does not apply to backend gluster: use %s (pool members) and %s (the volume)",
+					ErrInvalid, k, GlusterServers, GlusterVolume))
+			}
+		}
+		c.Share = ""
+		parseGluster(c, in, glusterMode, bad)
 	case "":
 		bad(fmt.Errorf("%w: %s is required (nfs or gluster)", ErrInvalid, Backend))
 	default:
@@ -217,7 +244,7 @@ func Parse(in map[string]string) (*Config, error) {
 	return c, nil
 }
 
-var known = []string{Backend, Server, Share, PathPattern, OnDelete, VolumeType, UID, GID, Mode, GIDMin, GIDMax}
+var known = append([]string{Backend, Server, Share, PathPattern, OnDelete, VolumeType, UID, GID, Mode, GIDMin, GIDMax}, glusterKeys...)
 
 func parseID(k, v string) (int64, error) {
 	n, err := strconv.ParseInt(v, 10, 64)

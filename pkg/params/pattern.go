@@ -75,6 +75,20 @@ func (p *Pattern) UsesMetadata() bool {
 	return false
 }
 
+// UsesClaim reports whether the pattern needs the claim's namespace or name,
+// which a CSI CreateVolume carries only when the external-provisioner runs
+// with --extra-create-metadata.
+func (p *Pattern) UsesClaim() bool {
+	for _, seg := range p.segments {
+		for _, t := range seg {
+			if t.kind == varNamespace || t.kind == varName {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // ParsePattern parses a pathPattern. Literal parts must be valid path
 // segments on their own; "/" separates segments.
 func ParsePattern(s string) (*Pattern, error) {

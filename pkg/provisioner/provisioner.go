@@ -37,6 +37,8 @@ const (
 	ReasonReattached = "ReattachedVolume"
 	ReasonDeleted    = "VolumeDataRemoved"
 	ReasonKept       = "VolumeDataKept"
+	// ReasonWarning: provisioned, with a caveat (e.g. the size is not enforced).
+	ReasonWarning = "ProvisioningWarning"
 )
 
 // Provisioner implements controller.Provisioner.
@@ -70,6 +72,7 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 		Name:      opts.PVName,
 		Namespace: claim.Namespace,
 		Claim:     claim.Name,
+		ClaimUID:  string(claim.UID),
 		Config:    cfg,
 		SizeBytes: sizeOf(claim),
 		Vars: params.Vars{
@@ -85,6 +88,9 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 	}
 	if res.Reattached {
 		p.recorder.Event(claim, v1.EventTypeNormal, ReasonReattached, res.Message)
+	}
+	for _, w := range res.Warnings {
+		p.recorder.Event(claim, v1.EventTypeWarning, ReasonWarning, w)
 	}
 	pv := buildPV(opts, cfg, res)
 	logger.V(2).Info("Provisioned volume", "volumeID", res.ID.String(), "reattached", res.Reattached, "gid", res.GID)
@@ -182,7 +188,12 @@ func (p *Provisioner) Delete(ctx context.Context, pv *v1.PersistentVolume) error
 	if err != nil {
 		return err
 	}
-	switch out.Action {
+	action := out.Action
+	if len(id.Dir) == 0 { // a whole volume per claim (Gluster mode volume)
+		p.wholeVolumeEvent(pv, id, out)
+		action = ""
+	}
+	switch action {
 	case "archived":
 		p.recorder.Eventf(pv, v1.EventTypeNormal, ReasonDeleted, "onDelete=archive: moved %s to %s", id.DirPath(), out.Where)
 	case "deleted":

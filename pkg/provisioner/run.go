@@ -56,7 +56,7 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config) error {
 	if cfg.MountsDir != "" {
 		resolver.Mounter = mount.New("")
 	}
-	svc := volume.New(volume.Options{Referrers: view, GIDs: view, PurgeContext: ctx}, nfs.New(resolver))
+	svc := volume.New(volume.Options{Referrers: view, GIDs: view, PurgeContext: ctx}, nfs.New(resolver), newGluster(client, resolver))
 
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartStructuredLogging(4)

@@ -51,7 +51,8 @@ type Request struct {
 	Claim     string // claim name
 	Config    *params.Config
 	Vars      params.Vars
-	SizeBytes int64 // requested capacity; enforced where the backend is a Limiter
+	SizeBytes int64  // requested capacity; enforced where the backend is a Limiter
+	ClaimUID  string // claim UID; names a volume-per-claim (Gluster mode volume)
 }
 
 // Result is a carved or re-attached volume.
@@ -62,6 +63,8 @@ type Result struct {
 	Message    string
 	// CapacityBytes recorded for an existing volume of the same name (a retry).
 	CapacityBytes int64
+	// Warnings for the claim's events (e.g. the size is not enforced).
+	Warnings []string
 }
 
 // applyLimit enforces the size where the backend can.
@@ -163,6 +166,9 @@ func (s *Service) Locate(req Request) (volid.ID, backend.Backend, error) {
 // same path when that is safe. It is idempotent for the same req.Name.
 func (s *Service) Create(ctx context.Context, req Request) (*Result, error) {
 	logger := klog.FromContext(ctx)
+	if req.Config != nil && req.Config.VolumePerClaim() {
+		return s.createVolume(ctx, req)
+	}
 	id, b, err := s.Locate(req)
 	if err != nil {
 		return nil, err
@@ -187,7 +193,7 @@ func (s *Service) Create(ctx context.Context, req Request) (*Result, error) {
 			return nil, err
 		}
 		s.markPending(loc, req)
-		return res, s.applyLimit(ctx, b, id, req.SizeBytes)
+		return res, s.applyClaimLimit(ctx, b, id, req, res)
 	case err != nil:
 		return nil, wrapStorage(err)
 	}
@@ -195,7 +201,8 @@ func (s *Service) Create(ctx context.Context, req Request) (*Result, error) {
 	if info.Meta != nil && info.Meta.PV == req.Name {
 		// A retry for the same volume (e.g. the PV could not be saved).
 		s.markPending(loc, req)
-		return &Result{ID: id, GID: groupOf(info, req.Config), CapacityBytes: info.Meta.CapacityBytes}, s.applyLimit(ctx, b, id, req.SizeBytes)
+		res := &Result{ID: id, GID: groupOf(info, req.Config), CapacityBytes: info.Meta.CapacityBytes}
+		return res, s.applyClaimLimit(ctx, b, id, req, res)
 	}
 	if err := s.checkReattach(ctx, loc, req, info); err != nil {
 		return nil, err
@@ -208,12 +215,13 @@ func (s *Service) Create(ctx context.Context, req Request) (*Result, error) {
 	if gid >= 0 && s.gids != nil && req.Config.AllocateGID() {
 		s.gids.Reserve(gid)
 	}
-	if err := s.applyLimit(ctx, b, id, req.SizeBytes); err != nil {
+	msg := fmt.Sprintf("re-attached existing directory %s on %s:%s (data retained from an earlier claim)", id.DirPath(), id.Servers[0], id.Share)
+	res := &Result{ID: id, Reattached: true, GID: gid, Message: msg}
+	if err := s.applyClaimLimit(ctx, b, id, req, res); err != nil {
 		return nil, err
 	}
-	msg := fmt.Sprintf("re-attached existing directory %s on %s:%s (data retained from an earlier claim)", id.DirPath(), id.Servers[0], id.Share)
 	logger.Info("Re-attaching retained volume directory", "volume", req.Name, "dir", id.DirPath(), "share", id.Share)
-	return &Result{ID: id, Reattached: true, GID: gid, Message: msg}, nil
+	return res, nil
 }
 
 func (s *Service) carve(ctx context.Context, share *dirvol.Share, id volid.ID, req Request, meta dirvol.Meta) (*Result, error) {
@@ -312,6 +320,18 @@ func (s *Service) refs(ctx context.Context, loc, self string) ([]Ref, error) {
 	return refs, nil
 }
 
+// dropPending forgets the volume handed out at loc if it is name.
+func (s *Service) dropPending(loc, name string) {
+	if name == "" {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p, ok := s.pending[loc]; ok && p.name == name {
+		delete(s.pending, loc)
+	}
+}
+
 func (s *Service) markPending(loc string, req Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -332,14 +352,23 @@ type Outcome struct {
 
 // Delete applies the onDelete policy recorded in the ID. It never removes a
 // directory that another live PV references; name is the PV being deleted.
+// name may be "" when the caller cannot know it (a CSI DeleteVolume carries
+// only the ID, which a re-attaching volume shares): then the referrers alone
+// decide, and the directory's record is not compared.
 func (s *Service) Delete(ctx context.Context, name string, id volid.ID) (Outcome, error) {
 	logger := klog.FromContext(ctx)
+	// The volume being deleted no longer counts as handed out: a claim
+	// recreated right after must not wait pendingTTL to re-attach its data.
+	s.dropPending(id.Location(), name)
 	if id.OnDelete == params.OnDeleteRetain {
 		return Outcome{Action: "retained"}, nil
 	}
 	b, err := s.Backend(id.Backend)
 	if err != nil {
 		return Outcome{}, err
+	}
+	if len(id.Dir) == 0 {
+		return s.deleteVolume(ctx, b, name, id)
 	}
 	share, err := b.Share(ctx, id.Servers, id.Share)
 	if err != nil {
@@ -362,7 +391,7 @@ func (s *Service) Delete(ctx context.Context, name string, id volid.ID) (Outcome
 		return Outcome{Action: "absent"}, nil
 	} else if err != nil {
 		return Outcome{}, wrapStorage(err)
-	} else if info.Meta != nil && info.Meta.PV != "" && info.Meta.PV != name {
+	} else if name != "" && info.Meta != nil && info.Meta.PV != "" && info.Meta.PV != name {
 		// Re-attached by a newer volume since; that one decides.
 		logger.Info("Keeping volume directory: it was re-attached by another volume", "dir", id.DirPath(), "holder", info.Meta.PV)
 		return Outcome{Action: "kept-in-use", Where: info.Meta.PV}, nil
@@ -388,6 +417,49 @@ func (s *Service) Delete(ctx context.Context, name string, id volid.ID) (Outcome
 		return Outcome{Action: "deleted"}, nil
 	}
 	return Outcome{}, fmt.Errorf("%w: onDelete %q", backend.ErrInvalid, id.OnDelete)
+}
+
+// Expand records a larger size for a volume and enforces it where the backend
+// is a Limiter. It never shrinks: it returns the larger of the recorded and the
+// requested size. A missing directory is backend.ErrNotFound.
+func (s *Service) Expand(ctx context.Context, id volid.ID, bytes int64) (int64, error) {
+	b, err := s.Backend(id.Backend)
+	if err != nil {
+		return 0, err
+	}
+	if len(id.Dir) == 0 {
+		return s.expandVolume(ctx, b, id, bytes)
+	}
+	share, err := b.Share(ctx, id.Servers, id.Share)
+	if err != nil {
+		return 0, err
+	}
+	unlock := s.lockLocation(share)
+	defer unlock()
+	info, err := share.Lookup(id.Dir)
+	if errors.Is(err, dirvol.ErrNotFound) {
+		return 0, fmt.Errorf("%w: directory %s on %s", backend.ErrNotFound, id.DirPath(), id.Share)
+	}
+	if err != nil {
+		return 0, wrapStorage(err)
+	}
+	var meta dirvol.Meta
+	if info.Meta != nil {
+		meta = *info.Meta
+	}
+	if meta.CapacityBytes >= bytes {
+		return meta.CapacityBytes, nil
+	}
+	if err := s.applyLimit(ctx, b, id, bytes); err != nil {
+		return 0, err
+	}
+	meta.CapacityBytes = bytes
+	meta.Updated = s.now().UTC()
+	if err := share.SetMeta(id.Dir, meta); err != nil {
+		return 0, wrapStorage(err)
+	}
+	klog.FromContext(ctx).V(2).Info("Expanded volume", "dir", id.DirPath(), "share", id.Share, "bytes", bytes)
+	return bytes, nil
 }
 
 // purgeLater empties the share's trash in the background, one purge per share

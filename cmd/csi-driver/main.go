@@ -1,0 +1,87 @@
+// Command csi-driver is carve's CSI plugin: identity, controller and node
+// services in one binary; --mode picks which of controller and node it runs.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/carve-csi/carve/pkg/buildinfo"
+	"github.com/carve-csi/carve/pkg/csidriver"
+	"github.com/carve-csi/carve/pkg/sharemount"
+)
+
+func main() {
+	klog.InitFlags(nil)
+	cfg := csidriver.Config{MountMap: sharemount.Map{}, Mode: csidriver.ModeAll, Version: buildinfo.Version}
+	flag.StringVar(&cfg.Endpoint, "endpoint", "unix:///csi/csi.sock", "CSI endpoint: unix:///path/csi.sock, or tcp://host:port")
+	flag.StringVar(&cfg.NodeID, "nodeid", "", "this node's name (required for the node service)")
+	flag.StringVar(&cfg.Name, "driver-name", csidriver.DefaultName, "CSI driver name; the CSIDriver object and StorageClass.provisioner must match")
+	flag.Var(&cfg.Mode, "mode", "services to run: all, controller or node")
+	flag.Var(cfg.MountMap, "mount-map", "SERVER:SHARE=LOCALPATH: the share is mounted at LOCALPATH here (repeatable); "+
+		"the controller carves there, the node bind-mounts volumes from there")
+	flag.StringVar(&cfg.MountsDir, "mounts-dir", "", "controller: mount unmapped shares under this directory (needs privileges)")
+	flag.StringVar(&cfg.MetricsAddress, "metrics-address", "", "serve Prometheus metrics on this address (e.g. :8080); empty: off")
+	flag.StringVar(&cfg.HealthAddress, "health-address", "", "serve /healthz and /readyz on this address (e.g. :8081); empty: off")
+	kubeReferrers := flag.Bool("kube-referrers", true, "controller: watch PersistentVolumes and claims so a directory is never "+
+		"deleted or handed out while another live volume uses it (needs list/watch RBAC on both)")
+	kubeconfig := flag.String("kubeconfig", "", "kubeconfig file for --kube-referrers; empty: in-cluster configuration")
+	showVersion := flag.Bool("version", false, "print the version and exit")
+	flag.Parse()
+
+	if *showVersion {
+		fmt.Println("carve csi-driver", buildinfo.Version)
+		return
+	}
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "unexpected arguments: %v\n", flag.Args())
+		os.Exit(2)
+	}
+	if cfg.Mode != csidriver.ModeNode && len(cfg.MountMap) == 0 && cfg.MountsDir == "" {
+		fmt.Fprintln(os.Stderr, "the controller cannot reach a share: give --mount-map SERVER:SHARE=LOCALPATH or --mounts-dir DIR")
+		os.Exit(2)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logger := klog.FromContext(ctx)
+	ctx = klog.NewContext(ctx, logger)
+
+	if *kubeReferrers && cfg.Mode != csidriver.ModeNode {
+		client, err := kubeClient(*kubeconfig)
+		if err != nil {
+			logger.Error(err, "Cannot create Kubernetes client for --kube-referrers (set --kube-referrers=false to run without a cluster view)")
+			klog.FlushAndExit(klog.ExitFlushTimeout, 1)
+		}
+		cfg.KubeClient = client
+	}
+	if err := csidriver.Run(ctx, cfg); err != nil {
+		logger.Error(err, "CSI driver failed")
+		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
+	}
+	klog.Flush()
+}
+
+func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+	var rc *rest.Config
+	var err error
+	if kubeconfig == "" {
+		rc, err = rest.InClusterConfig()
+	} else {
+		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	if err != nil {
+		return nil, err
+	}
+	rc.UserAgent = "carve-csi-driver/" + buildinfo.Version
+	return kubernetes.NewForConfig(rc)
+}

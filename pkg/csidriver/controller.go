@@ -1,0 +1,384 @@
+package csidriver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"k8s.io/klog/v2"
+
+	"github.com/carve-csi/carve/pkg/backend"
+	"github.com/carve-csi/carve/pkg/dirvol"
+	"github.com/carve-csi/carve/pkg/params"
+	"github.com/carve-csi/carve/pkg/provisioner"
+	"github.com/carve-csi/carve/pkg/volid"
+	"github.com/carve-csi/carve/pkg/volume"
+)
+
+// Keys the external-provisioner adds to CreateVolume parameters when run with
+// --extra-create-metadata.
+const (
+	keyPVCName      = "csi.storage.k8s.io/pvc/name"
+	keyPVCNamespace = "csi.storage.k8s.io/pvc/namespace"
+	keyPVName       = "csi.storage.k8s.io/pv/name"
+)
+
+// ControllerServer implements the CSI controller service on pkg/volume.
+type ControllerServer struct {
+	csi.UnimplementedControllerServer
+	d *Driver
+}
+
+// ControllerGetCapabilities returns what capabilities.go advertises.
+func (s *ControllerServer) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
+	return &csi.ControllerGetCapabilitiesResponse{Capabilities: controllerCapabilities()}, nil
+}
+
+// CreateVolume carves (or re-attaches) the directory the StorageClass's
+// pathPattern renders for the claim. The request name (pvc-<uid>) is the
+// volume's identity: a retry with the same name returns the same volume, and
+// one asking for a size the recorded volume cannot satisfy gets AlreadyExists.
+func (s *ControllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
+	if req.GetName() == "" {
+		return nil, invalidArg("name is required")
+	}
+	if len(req.GetVolumeCapabilities()) == 0 {
+		return nil, invalidArg("volume_capabilities are required")
+	}
+	if err := checkCapabilities(req.GetVolumeCapabilities()); err != nil {
+		return nil, invalidArg("%v", err)
+	}
+	if req.GetVolumeContentSource() != nil {
+		return nil, invalidArg("carve cannot populate a volume from a snapshot or another volume: remove the claim's dataSource")
+	}
+	if len(req.GetMutableParameters()) > 0 {
+		return nil, invalidArg("carve does not support VolumeAttributesClasses (mutable parameters)")
+	}
+	size, err := requestedSize(req.GetCapacityRange())
+	if err != nil {
+		return nil, err
+	}
+	vreq, err := s.volumeRequest(req, size)
+	if err != nil {
+		return nil, toStatus(err, noLookup)
+	}
+	logger := klog.FromContext(ctx).WithValues("volume", req.GetName())
+	ctx = klog.NewContext(ctx, logger)
+
+	release, err := s.d.locks.tryAcquire("name:" + req.GetName())
+	if err != nil {
+		return nil, toStatus(err, noLookup)
+	}
+	defer release()
+	id, b, err := s.d.svc.Locate(vreq)
+	if err != nil {
+		return nil, toStatus(err, noLookup)
+	}
+	releaseID, err := s.d.locks.tryAcquire("id:" + id.String())
+	if err != nil {
+		return nil, toStatus(err, noLookup)
+	}
+	defer releaseID()
+
+	existing, err := s.checkExisting(ctx, b, id, req)
+	if err != nil {
+		return nil, toStatus(err, noLookup)
+	}
+	// A retry must not lower a limit an expansion raised since.
+	vreq.SizeBytes = max(vreq.SizeBytes, existing)
+	res, err := s.d.svc.Create(ctx, vreq)
+	if err != nil {
+		return nil, toStatus(err, noLookup)
+	}
+	capacity := size
+	if existing > 0 {
+		capacity = existing
+	}
+	if res.Reattached {
+		logger.Info("Re-attached retained data", "message", res.Message)
+	}
+	logger.V(2).Info("Created volume", "volumeID", res.ID.String(), "reattached", res.Reattached, "bytes", capacity)
+	return &csi.CreateVolumeResponse{Volume: &csi.Volume{
+		VolumeId:      res.ID.String(),
+		CapacityBytes: capacity,
+		VolumeContext: provisioner.VolumeAttributes(res.ID),
+	}}, nil
+}
+
+// requestedSize is the size to record: the required bytes, else the limit.
+func requestedSize(r *csi.CapacityRange) (int64, error) {
+	req, lim := r.GetRequiredBytes(), r.GetLimitBytes()
+	switch {
+	case req < 0 || lim < 0:
+		return 0, invalidArg("capacity_range must not be negative")
+	case lim > 0 && req > lim:
+		return 0, invalidArg("capacity_range: required_bytes %d exceeds limit_bytes %d", req, lim)
+	case req > 0:
+		return req, nil
+	}
+	return lim, nil
+}
+
+// volumeRequest turns a CreateVolume into the core's request: the same
+// parameters as the classic provisioner, with the claim's name and namespace
+// from --extra-create-metadata. ${pv.metadata.name} is the CSI name
+// (pvc-<uid>, the PV's name) unless the external-provisioner says otherwise.
+func (s *ControllerServer) volumeRequest(req *csi.CreateVolumeRequest, size int64) (volume.Request, error) {
+	p := req.GetParameters()
+	cfg, err := params.Parse(p)
+	if err != nil {
+		return volume.Request{}, err
+	}
+	if cfg.PathPattern.UsesMetadata() {
+		return volume.Request{}, fmt.Errorf("%w: %s=%q uses claim labels or annotations, which CSI does not pass to drivers; "+
+			"use ${pvc.metadata.namespace}, ${pvc.metadata.name} and ${pv.metadata.name} only, or the classic provisioner",
+			backend.ErrInvalid, params.PathPattern, cfg.PathPattern)
+	}
+	ns, claim := p[keyPVCNamespace], p[keyPVCName]
+	if cfg.PathPattern.UsesClaim() && (ns == "" || claim == "") {
+		return volume.Request{}, fmt.Errorf("%w: %s=%q needs the claim's namespace and name, but the request has no %s and %s: "+
+			"run csi-provisioner with --extra-create-metadata", backend.ErrInvalid, params.PathPattern, cfg.PathPattern,
+			keyPVCNamespace, keyPVCName)
+	}
+	pv := p[keyPVName]
+	if pv == "" {
+		pv = req.GetName()
+	}
+	return volume.Request{
+		Name:      req.GetName(),
+		Namespace: ns,
+		Claim:     claim,
+		Config:    cfg,
+		SizeBytes: size,
+		Vars:      params.Vars{Namespace: ns, Name: claim, PVName: pv},
+	}, nil
+}
+
+// checkExisting looks at the directory before the core touches it. It
+// returns the recorded size when this name already owns the directory and
+// fails when the request does not fit that volume. Without a cluster view it
+// also refuses a directory recorded for another volume: DeleteVolume carries
+// only the ID, which the two would share, so carve could no longer tell
+// whose deletion it is.
+func (s *ControllerServer) checkExisting(ctx context.Context, b backend.Backend, id volid.ID, req *csi.CreateVolumeRequest) (int64, error) {
+	share, err := b.Share(ctx, id.Servers, id.Share)
+	if err != nil {
+		return 0, err
+	}
+	info, err := share.Lookup(id.Dir)
+	if errors.Is(err, dirvol.ErrNotFound) || (err == nil && info.Meta == nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", backend.ErrUnavailable, err)
+	}
+	m := info.Meta
+	if m.PV == req.GetName() {
+		r := req.GetCapacityRange()
+		if m.CapacityBytes > 0 && (m.CapacityBytes < r.GetRequiredBytes() || (r.GetLimitBytes() > 0 && m.CapacityBytes > r.GetLimitBytes())) {
+			return 0, fmt.Errorf("%w: volume %s exists with %d bytes, the request asks for %d..%d",
+				errIncompatible, req.GetName(), m.CapacityBytes, r.GetRequiredBytes(), r.GetLimitBytes())
+		}
+		return m.CapacityBytes, nil
+	}
+	if s.d.cfg.Referrers == nil && m.PV != "" {
+		return 0, fmt.Errorf("%w: directory %s on %s is recorded for volume %s; without a cluster view (--kube-referrers) "+
+			"carve cannot tell whether that volume still exists, so it does not hand the directory to %s",
+			backend.ErrConflict, id.DirPath(), id.Share, m.PV, req.GetName())
+	}
+	return 0, nil
+}
+
+// DeleteVolume applies the onDelete policy recorded in the ID. An ID that
+// is not carve's, or a directory already gone, is success (CSI: idempotent).
+func (s *ControllerServer) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
+	if req.GetVolumeId() == "" {
+		return nil, invalidArg("volume_id is required")
+	}
+	logger := klog.FromContext(ctx).WithValues("volumeID", req.GetVolumeId())
+	ctx = klog.NewContext(ctx, logger)
+	id, err := volid.Parse(req.GetVolumeId())
+	if err != nil {
+		logger.Info("Nothing to delete: not a carve volume ID", "err", err)
+		return &csi.DeleteVolumeResponse{}, nil
+	}
+	if _, err := s.d.backendOf(id); err != nil {
+		logger.Info("Nothing to delete: backend not enabled here", "backend", id.Backend)
+		return &csi.DeleteVolumeResponse{}, nil
+	}
+	release, err := s.d.locks.tryAcquire("id:" + id.String())
+	if err != nil {
+		return nil, toStatus(err, lookup)
+	}
+	defer release()
+	name, err := s.deletingName(ctx, id)
+	if err != nil {
+		return nil, toStatus(err, lookup)
+	}
+	out, err := s.d.svc.Delete(ctx, name, id)
+	if err != nil {
+		return nil, toStatus(err, lookup)
+	}
+	logger.V(2).Info("Deleted volume", "action", out.Action, "where", out.Where)
+	return &csi.DeleteVolumeResponse{}, nil
+}
+
+// deletingName names the volume being deleted, for the core's checks: CSI
+// DeleteVolume carries only the ID, which a volume that re-attached the
+// directory shares with the one it replaced. The directory's record names its
+// last holder. Without a cluster view that is the volume being deleted (no
+// other volume can have taken the directory over: checkExisting). With one,
+// it is the holder only if its PV is visible and released; otherwise "" lets
+// the live PVs (and volumes handed out but not yet visible) decide, which
+// keeps the directory when in doubt.
+func (s *ControllerServer) deletingName(ctx context.Context, id volid.ID) (string, error) {
+	if len(id.Dir) == 0 {
+		return "", nil // a whole Gluster volume has no directory record
+	}
+	b, err := s.d.backendOf(id)
+	if err != nil {
+		return "", err
+	}
+	share, err := b.Share(ctx, id.Servers, id.Share)
+	if err != nil {
+		return "", err
+	}
+	info, err := share.Lookup(id.Dir)
+	switch {
+	case errors.Is(err, dirvol.ErrNotFound):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("%w: %v", backend.ErrUnavailable, err)
+	case info.Meta == nil || info.Meta.PV == "":
+		return "", nil
+	}
+	holder := info.Meta.PV
+	if s.d.cfg.Referrers == nil {
+		return holder, nil
+	}
+	refs, err := s.d.cfg.Referrers.Referrers(ctx, id.Location())
+	if err != nil {
+		return "", fmt.Errorf("%w: list PersistentVolumes: %v", backend.ErrUnavailable, err)
+	}
+	for _, r := range refs {
+		if r.PV == holder && !r.Live {
+			return holder, nil
+		}
+	}
+	return "", nil
+}
+
+// ValidateVolumeCapabilities confirms filesystem capabilities of an existing
+// volume.
+func (s *ControllerServer) ValidateVolumeCapabilities(ctx context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (*csi.ValidateVolumeCapabilitiesResponse, error) {
+	if req.GetVolumeId() == "" {
+		return nil, invalidArg("volume_id is required")
+	}
+	if len(req.GetVolumeCapabilities()) == 0 {
+		return nil, invalidArg("volume_capabilities are required")
+	}
+	id, err := volid.Parse(req.GetVolumeId())
+	if err != nil {
+		return nil, toStatus(err, lookup)
+	}
+	if err := s.exists(ctx, id); err != nil {
+		return nil, toStatus(err, lookup)
+	}
+	if err := checkCapabilities(req.GetVolumeCapabilities()); err != nil {
+		return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
+	}
+	if len(req.GetParameters()) > 0 {
+		if _, err := params.Parse(req.GetParameters()); err != nil {
+			return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
+		}
+	}
+	return &csi.ValidateVolumeCapabilitiesResponse{Confirmed: &csi.ValidateVolumeCapabilitiesResponse_Confirmed{
+		VolumeContext:      req.GetVolumeContext(),
+		VolumeCapabilities: req.GetVolumeCapabilities(),
+		Parameters:         req.GetParameters(),
+	}}, nil
+}
+
+// exists: the volume's directory is on its share.
+func (s *ControllerServer) exists(ctx context.Context, id volid.ID) error {
+	b, err := s.d.backendOf(id)
+	if err != nil {
+		return err
+	}
+	share, err := b.Share(ctx, id.Servers, id.Share)
+	if err != nil {
+		return err
+	}
+	if len(id.Dir) == 0 {
+		return nil // a whole Gluster volume: the share is the volume
+	}
+	_, err = share.Lookup(id.Dir)
+	return err
+}
+
+// GetCapacity reports the free space of the StorageClass's share (statfs).
+// Without parameters there is no share to ask, so it reports 0.
+func (s *ControllerServer) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (*csi.GetCapacityResponse, error) {
+	if err := checkCapabilities(req.GetVolumeCapabilities()); err != nil {
+		return &csi.GetCapacityResponse{}, nil
+	}
+	if len(req.GetParameters()) == 0 {
+		return &csi.GetCapacityResponse{}, nil
+	}
+	cfg, err := params.Parse(req.GetParameters())
+	if err != nil {
+		return nil, toStatus(err, noLookup)
+	}
+	b, err := s.d.svc.Backend(cfg.Backend)
+	if err != nil {
+		return nil, toStatus(err, noLookup)
+	}
+	share, err := b.Share(ctx, b.Servers(cfg), cfg.Share)
+	if err != nil {
+		return nil, toStatus(err, noLookup)
+	}
+	u, err := share.Statfs(nil)
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("%w: %v", backend.ErrUnavailable, err), noLookup)
+	}
+	return &csi.GetCapacityResponse{AvailableCapacity: u.AvailableBytes}, nil
+}
+
+// ControllerExpandVolume records the new size and, where the backend enforces
+// sizes (backend.Limiter), raises the limit. Nothing changes on nodes.
+func (s *ControllerServer) ControllerExpandVolume(ctx context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {
+	if req.GetVolumeId() == "" {
+		return nil, invalidArg("volume_id is required")
+	}
+	if req.GetCapacityRange() == nil {
+		return nil, invalidArg("capacity_range is required")
+	}
+	size, err := requestedSize(req.GetCapacityRange())
+	if err != nil {
+		return nil, err
+	}
+	id, err := volid.Parse(req.GetVolumeId())
+	if err != nil {
+		return nil, toStatus(err, lookup)
+	}
+	if _, err := s.d.backendOf(id); err != nil {
+		return nil, toStatus(err, lookup)
+	}
+	if len(id.Dir) == 0 {
+		return nil, toStatus(fmt.Errorf("%w: expanding a whole Gluster volume is not supported", backend.ErrInvalid), lookup)
+	}
+	release, err := s.d.locks.tryAcquire("id:" + id.String())
+	if err != nil {
+		return nil, toStatus(err, lookup)
+	}
+	defer release()
+	got, err := s.d.svc.Expand(ctx, id, size)
+	if err != nil {
+		return nil, toStatus(err, lookup)
+	}
+	if lim := req.GetCapacityRange().GetLimitBytes(); lim > 0 && got > lim {
+		return nil, toStatus(fmt.Errorf("%w: volume already has %d bytes, more than limit_bytes %d", backend.ErrInvalid, got, lim), lookup)
+	}
+	return &csi.ControllerExpandVolumeResponse{CapacityBytes: got, NodeExpansionRequired: false}, nil
+}

@@ -1,0 +1,214 @@
+// Package csidriver is carve's CSI plugin: the identity, controller and node
+// services of cmd/csi-driver. The controller carves through pkg/volume, the
+// same policy as the classic provisioner; the node mounts what a volume ID
+// names, by bind mount from a share the node already has (--mount-map) or by
+// mounting the backend's source directly.
+package csidriver
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"sync"
+	"time"
+
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+	mount "k8s.io/mount-utils"
+
+	"github.com/carve-csi/carve/pkg/backend"
+	"github.com/carve-csi/carve/pkg/nfs"
+	"github.com/carve-csi/carve/pkg/provisioner"
+	"github.com/carve-csi/carve/pkg/sharemount"
+	"github.com/carve-csi/carve/pkg/volid"
+	"github.com/carve-csi/carve/pkg/volume"
+)
+
+// DefaultName is the driver name carve's manifests and classic CSI PVs use.
+const DefaultName = provisioner.DriverName
+
+// Mode selects the services one process serves.
+type Mode string
+
+// Modes.
+const (
+	ModeAll        Mode = "all"
+	ModeController Mode = "controller"
+	ModeNode       Mode = "node"
+)
+
+// Set implements flag.Value.
+func (m *Mode) Set(s string) error {
+	switch Mode(s) {
+	case ModeAll, ModeController, ModeNode:
+		*m = Mode(s)
+		return nil
+	}
+	return fmt.Errorf("mode %q: want all, controller or node", s)
+}
+
+func (m *Mode) String() string { return string(*m) }
+
+func (m Mode) controller() bool { return m == ModeAll || m == ModeController }
+func (m Mode) node() bool       { return m == ModeAll || m == ModeNode }
+
+// Config is what cmd/csi-driver reads from flags.
+type Config struct {
+	Name     string // driver name, e.g. carve.csi.dev
+	NodeID   string // required for the node service
+	Endpoint string // unix:///csi/csi.sock, unix://path, tcp://host:port or a path
+	Mode     Mode
+	// MountMap: shares this process reaches at a local path. The controller
+	// carves there; the node bind-mounts volumes from there.
+	MountMap sharemount.Map
+	// MountsDir: where the controller mounts shares that are not mapped.
+	MountsDir      string
+	MetricsAddress string
+	HealthAddress  string
+	Version        string
+
+	// KubeClient, when set, gives the controller a view of PersistentVolumes
+	// and claims (Run builds Referrers from it).
+	KubeClient kubernetes.Interface
+	// Referrers answers which PVs use a directory; nil: none known. Without
+	// them the controller refuses to hand a directory recorded for another
+	// volume to a new one (it cannot tell whether that volume still exists).
+	Referrers volume.Referrers
+}
+
+// Driver holds what the three services share.
+type Driver struct {
+	cfg   Config
+	svc   *volume.Service
+	locks *keyLocks
+
+	identity   *IdentityServer
+	controller *ControllerServer
+	node       *NodeServer
+}
+
+// driverName is the CSI rule for plugin names (csi.proto GetPluginInfo).
+var driverName = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9._-]{0,61}[a-zA-Z]$`)
+
+// New builds the driver. mounter does the node's mounts and the controller's
+// share mounts under MountsDir; tests pass mount.NewFakeMounter.
+func New(cfg Config, mounter mount.Interface) (*Driver, error) {
+	if cfg.Mode == "" {
+		cfg.Mode = ModeAll
+	}
+	if cfg.Name == "" {
+		cfg.Name = DefaultName
+	}
+	if !driverName.MatchString(cfg.Name) {
+		return nil, fmt.Errorf("driver name %q: at most 63 characters, letters, digits, '.', '-', '_', starting and ending with a letter", cfg.Name)
+	}
+	if cfg.Mode.node() && cfg.NodeID == "" {
+		return nil, fmt.Errorf("the node service needs a node ID (--nodeid)")
+	}
+	if cfg.MountMap == nil {
+		cfg.MountMap = sharemount.Map{}
+	}
+	resolver := &sharemount.Resolver{Map: cfg.MountMap, MountsDir: cfg.MountsDir}
+	if cfg.MountsDir != "" {
+		resolver.Mounter = mounter
+	}
+	d := &Driver{cfg: cfg, locks: newKeyLocks()}
+	// GIDs stay nil: CSI cannot annotate PVs with a group, so pods get access
+	// through fsGroup (the CSIDriver's fsGroupPolicy File) or explicit uid/gid.
+	d.svc = volume.New(volume.Options{Referrers: cfg.Referrers}, nfs.New(resolver))
+	// Gluster: register its backend here (the Gluster issue); the node mounts
+	// whatever backend.MountSpec returns, or bind-mounts a mapped volume.
+	d.identity = &IdentityServer{d: d}
+	if cfg.Mode.controller() {
+		d.controller = &ControllerServer{d: d}
+	}
+	if cfg.Mode.node() {
+		d.node = newNodeServer(d, mounter)
+	}
+	return d, nil
+}
+
+// backendOf returns the backend a volume ID names; a kind this process does
+// not run means the volume is not one of ours (NotFound).
+func (d *Driver) backendOf(id volid.ID) (backend.Backend, error) {
+	b, err := d.svc.Backend(id.Backend)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", backend.ErrNotFound, err)
+	}
+	return b, nil
+}
+
+// localShare returns the node-local path of a volume's share, if mapped.
+func (d *Driver) localShare(id volid.ID) (string, bool) {
+	for _, s := range id.Servers {
+		if p, ok := d.cfg.MountMap[sharemount.Key(s, id.Share)]; ok {
+			return p, true
+		}
+	}
+	return "", false
+}
+
+// keyLocks are try-locks per key: a second call on a busy volume or target
+// path gets Aborted, and the CO retries, instead of two calls racing.
+type keyLocks struct {
+	mu   sync.Mutex
+	held map[string]bool
+}
+
+func newKeyLocks() *keyLocks { return &keyLocks{held: map[string]bool{}} }
+
+// tryAcquire returns the release function, or errBusy.
+func (l *keyLocks) tryAcquire(keys ...string) (func(), error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, k := range keys {
+		if l.held[k] {
+			return nil, fmt.Errorf("%w: %s", errBusy, k)
+		}
+	}
+	for _, k := range keys {
+		l.held[k] = true
+	}
+	return func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for _, k := range keys {
+			delete(l.held, k)
+		}
+	}, nil
+}
+
+// Run builds the cluster view (when cfg.KubeClient is set and this process
+// runs the controller), then serves until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	logger := klog.FromContext(ctx)
+	if cfg.KubeClient != nil && cfg.Mode.controller() {
+		if cfg.Name != provisioner.DriverName {
+			// ClusterView recognizes CSI PVs of carve.csi.dev only.
+			logger.Info("WARNING: the cluster view only sees CSI PersistentVolumes of driver "+provisioner.DriverName+
+				"; live-volume checks miss this driver's PVs", "driver", cfg.Name)
+		}
+		factory := informers.NewSharedInformerFactory(cfg.KubeClient, 15*time.Minute)
+		view, err := provisioner.NewClusterView(
+			factory.Core().V1().PersistentVolumes().Informer(),
+			factory.Core().V1().PersistentVolumeClaims().Informer())
+		if err != nil {
+			return err
+		}
+		factory.Start(ctx.Done())
+		defer factory.Shutdown()
+		logger.Info("Waiting for the PersistentVolume and claim caches")
+		for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
+			if !ok {
+				return fmt.Errorf("cache of %v did not sync: %w", typ, context.Cause(ctx))
+			}
+		}
+		cfg.Referrers = view
+	}
+	d, err := New(cfg, mount.New(""))
+	if err != nil {
+		return err
+	}
+	return d.Serve(ctx)
+}

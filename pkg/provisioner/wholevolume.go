@@ -1,0 +1,47 @@
+package provisioner
+
+import (
+	"context"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/carve-csi/carve/pkg/gluster"
+	"github.com/carve-csi/carve/pkg/sharemount"
+	"github.com/carve-csi/carve/pkg/volid"
+	"github.com/carve-csi/carve/pkg/volume"
+)
+
+// wholeVolumeEvent reports what Delete did with a volume per claim.
+func (p *Provisioner) wholeVolumeEvent(pv *v1.PersistentVolume, id volid.ID, out volume.Outcome) {
+	switch out.Action {
+	case "archived":
+		p.recorder.Eventf(pv, v1.EventTypeNormal, ReasonDeleted, "onDelete=archive: stopped Gluster volume %s and kept it with its data", id.Share)
+	case "deleted":
+		if out.Where != "" {
+			p.recorder.Eventf(pv, v1.EventTypeWarning, ReasonDeleted, "onDelete=delete: deleted Gluster volume %s; %s", id.Share, out.Where)
+			return
+		}
+		p.recorder.Eventf(pv, v1.EventTypeNormal, ReasonDeleted, "onDelete=delete: deleted Gluster volume %s and its bricks", id.Share)
+	case "kept-in-use":
+		p.recorder.Eventf(pv, v1.EventTypeNormal, ReasonKept, "kept Gluster volume %s: PersistentVolume %s still uses it", id.Share, out.Where)
+	case "retained":
+		p.recorder.Eventf(pv, v1.EventTypeNormal, ReasonKept, "onDelete=retain: kept Gluster volume %s", id.Share)
+	}
+}
+
+// newGluster is the Gluster backend with executor ssh reading its Secrets
+// through the API server (executor local needs nothing).
+func newGluster(client kubernetes.Interface, resolver *sharemount.Resolver) *gluster.Backend {
+	return gluster.New(gluster.Options{
+		Resolver: resolver,
+		SecretData: func(ctx context.Context, namespace, name string) (map[string][]byte, error) {
+			s, err := client.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return nil, err
+			}
+			return s.Data, nil
+		},
+	})
+}
