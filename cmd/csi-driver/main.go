@@ -30,6 +30,8 @@ func main() {
 	flag.Var(cfg.MountMap, "mount-map", "SERVER:SHARE=LOCALPATH: the share is mounted at LOCALPATH here (repeatable); "+
 		"the controller carves there, the node bind-mounts volumes from there")
 	flag.StringVar(&cfg.MountsDir, "mounts-dir", "", "controller: mount unmapped shares under this directory (needs privileges)")
+	flag.StringVar(&cfg.GlusterLogDir, "gluster-log-dir", csidriver.DefaultGlusterLogDir,
+		"node: where Gluster FUSE clients log, one file per volume (mount option log-file)")
 	flag.StringVar(&cfg.MetricsAddress, "metrics-address", "", "serve Prometheus metrics on this address (e.g. :8080); empty: off")
 	flag.StringVar(&cfg.HealthAddress, "health-address", "", "serve /healthz and /readyz on this address (e.g. :8081); empty: off")
 	kubeReferrers := flag.Bool("kube-referrers", true, "controller: watch PersistentVolumes and claims so a directory is never "+

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"k8s.io/klog/v2"
@@ -71,6 +72,9 @@ func (s *ControllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolu
 		return nil, toStatus(err, noLookup)
 	}
 	defer release()
+	if vreq.Config.VolumePerClaim() {
+		return s.createWholeVolume(ctx, req, vreq, size)
+	}
 	id, b, err := s.d.svc.Locate(vreq)
 	if err != nil {
 		return nil, toStatus(err, noLookup)
@@ -98,12 +102,50 @@ func (s *ControllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolu
 	if res.Reattached {
 		logger.Info("Re-attached retained data", "message", res.Message)
 	}
+	logWarnings(ctx, res)
 	logger.V(2).Info("Created volume", "volumeID", res.ID.String(), "reattached", res.Reattached, "bytes", capacity)
 	return &csi.CreateVolumeResponse{Volume: &csi.Volume{
 		VolumeId:      res.ID.String(),
 		CapacityBytes: capacity,
 		VolumeContext: provisioner.VolumeAttributes(res.ID),
 	}}, nil
+}
+
+// createWholeVolume gives the claim a Gluster volume of its own (mode
+// volume): no path to render, the backend names the volume after the claim
+// and keeps its record in the volume's options, which also make a retry
+// with the same name return the same volume.
+func (s *ControllerServer) createWholeVolume(ctx context.Context, req *csi.CreateVolumeRequest, vreq volume.Request, size int64) (*csi.CreateVolumeResponse, error) {
+	logger := klog.FromContext(ctx)
+	res, err := s.d.svc.Create(ctx, vreq)
+	if err != nil {
+		return nil, toStatus(err, noLookup)
+	}
+	capacity := size
+	if res.CapacityBytes > 0 {
+		r := req.GetCapacityRange()
+		if res.CapacityBytes < r.GetRequiredBytes() || (r.GetLimitBytes() > 0 && res.CapacityBytes > r.GetLimitBytes()) {
+			return nil, toStatus(fmt.Errorf("%w: volume %s exists with %d bytes, the request asks for %d..%d",
+				errIncompatible, req.GetName(), res.CapacityBytes, r.GetRequiredBytes(), r.GetLimitBytes()), noLookup)
+		}
+		capacity = res.CapacityBytes
+	}
+	logWarnings(ctx, res)
+	logger.V(2).Info("Created volume", "volumeID", res.ID.String(), "glusterVolume", res.ID.Share, "bytes", capacity)
+	return &csi.CreateVolumeResponse{Volume: &csi.Volume{
+		VolumeId:      res.ID.String(),
+		CapacityBytes: capacity,
+		VolumeContext: provisioner.VolumeAttributes(res.ID),
+	}}, nil
+}
+
+// logWarnings logs what the classic provisioner would put in the claim's
+// Warning events (e.g. the size is not enforced): CSI has no way to send
+// events, so the controller's log is where they go.
+func logWarnings(ctx context.Context, res *volume.Result) {
+	for _, w := range res.Warnings {
+		klog.FromContext(ctx).Info("WARNING: "+w, "volumeID", res.ID.String())
+	}
 }
 
 // requestedSize is the size to record: the required bytes, else the limit.
@@ -130,6 +172,24 @@ func (s *ControllerServer) volumeRequest(req *csi.CreateVolumeRequest, size int6
 	if err != nil {
 		return volume.Request{}, err
 	}
+	pv := p[keyPVName]
+	if pv == "" {
+		pv = req.GetName()
+	}
+	if cfg.VolumePerClaim() {
+		// No path: the volume is named <prefix>_<namespace>_<claim>_<uid>,
+		// with the UID taken from the CSI name (pvc-<uid>). Without
+		// --extra-create-metadata namespace and claim are empty there.
+		return volume.Request{
+			Name:      req.GetName(),
+			Namespace: p[keyPVCNamespace],
+			Claim:     p[keyPVCName],
+			Config:    cfg,
+			SizeBytes: size,
+			ClaimUID:  claimUID(req.GetName()),
+			Vars:      params.Vars{Namespace: p[keyPVCNamespace], Name: p[keyPVCName], PVName: pv},
+		}, nil
+	}
 	if cfg.PathPattern.UsesMetadata() {
 		return volume.Request{}, fmt.Errorf("%w: %s=%q uses claim labels or annotations, which CSI does not pass to drivers; "+
 			"use ${pvc.metadata.namespace}, ${pvc.metadata.name} and ${pv.metadata.name} only, or the classic provisioner",
@@ -141,10 +201,6 @@ func (s *ControllerServer) volumeRequest(req *csi.CreateVolumeRequest, size int6
 			"run csi-provisioner with --extra-create-metadata", backend.ErrInvalid, params.PathPattern, cfg.PathPattern,
 			keyPVCNamespace, keyPVCName)
 	}
-	pv := p[keyPVName]
-	if pv == "" {
-		pv = req.GetName()
-	}
 	return volume.Request{
 		Name:      req.GetName(),
 		Namespace: ns,
@@ -153,6 +209,16 @@ func (s *ControllerServer) volumeRequest(req *csi.CreateVolumeRequest, size int6
 		SizeBytes: size,
 		Vars:      params.Vars{Namespace: ns, Name: claim, PVName: pv},
 	}, nil
+}
+
+// claimUID is the claim's UID in a CSI name pvc-<uid> (csi-provisioner's
+// default prefix), or "" for any other name.
+func claimUID(name string) string {
+	uid, ok := strings.CutPrefix(name, "pvc-")
+	if !ok {
+		return ""
+	}
+	return uid
 }
 
 // checkExisting looks at the directory before the core touches it. It
@@ -213,15 +279,22 @@ func (s *ControllerServer) DeleteVolume(ctx context.Context, req *csi.DeleteVolu
 	}
 	defer release()
 	name, err := s.deletingName(ctx, id)
-	if err != nil {
-		return nil, toStatus(err, lookup)
+	if err == nil {
+		var out volume.Outcome
+		out, err = s.d.svc.Delete(ctx, name, id)
+		if err == nil {
+			logger.V(2).Info("Deleted volume", "action", out.Action, "where", out.Where)
+			return &csi.DeleteVolumeResponse{}, nil
+		}
 	}
-	out, err := s.d.svc.Delete(ctx, name, id)
-	if err != nil {
-		return nil, toStatus(err, lookup)
+	if id.Backend == params.BackendGluster && errors.Is(err, backend.ErrNotFound) {
+		// glusterd says the Gluster volume does not exist: the volume (a
+		// directory in it, or the whole volume) is gone with it. NFS gets
+		// no such shortcut: a missing export may be a misconfigured server.
+		logger.Info("Nothing to delete: the volume's share does not exist", "err", err)
+		return &csi.DeleteVolumeResponse{}, nil
 	}
-	logger.V(2).Info("Deleted volume", "action", out.Action, "where", out.Where)
-	return &csi.DeleteVolumeResponse{}, nil
+	return nil, toStatus(err, lookup)
 }
 
 // deletingName names the volume being deleted, for the core's checks: CSI
@@ -364,9 +437,6 @@ func (s *ControllerServer) ControllerExpandVolume(ctx context.Context, req *csi.
 	}
 	if _, err := s.d.backendOf(id); err != nil {
 		return nil, toStatus(err, lookup)
-	}
-	if len(id.Dir) == 0 {
-		return nil, toStatus(fmt.Errorf("%w: expanding a whole Gluster volume is not supported", backend.ErrInvalid), lookup)
 	}
 	release, err := s.d.locks.tryAcquire("id:" + id.String())
 	if err != nil {

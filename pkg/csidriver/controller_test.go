@@ -331,7 +331,9 @@ func TestDeleteVolume(t *testing.T) {
 	h := newHarness(t, nil)
 	_, err := h.d.controller.DeleteVolume(h.ctx, &csi.DeleteVolumeRequest{})
 	wantCode(t, err, codes.InvalidArgument)
-	for _, id := range []string{"fake-vol-id", "1#gluster#g1#gv0#a#delete"} {
+	// (A Gluster ID is ours now that the driver runs the Gluster backend;
+	// glustersanity deletes Gluster volumes for real.)
+	for _, id := range []string{"fake-vol-id", "2#nfs#x#/e#a#delete", "1#nfs"} {
 		if _, err := h.d.controller.DeleteVolume(h.ctx, &csi.DeleteVolumeRequest{VolumeId: id}); err != nil {
 			t.Errorf("DeleteVolume(%q) = %v, want success (not ours)", id, err)
 		}

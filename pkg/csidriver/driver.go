@@ -18,6 +18,7 @@ import (
 	mount "k8s.io/mount-utils"
 
 	"github.com/carve-csi/carve/pkg/backend"
+	"github.com/carve-csi/carve/pkg/gluster"
 	"github.com/carve-csi/carve/pkg/nfs"
 	"github.com/carve-csi/carve/pkg/provisioner"
 	"github.com/carve-csi/carve/pkg/sharemount"
@@ -27,6 +28,9 @@ import (
 
 // DefaultName is the driver name carve's manifests and classic CSI PVs use.
 const DefaultName = provisioner.DriverName
+
+// DefaultGlusterLogDir is where the node's Gluster FUSE clients log.
+const DefaultGlusterLogDir = "/var/log/carve/glusterfs"
 
 // Mode selects the services one process serves.
 type Mode string
@@ -63,7 +67,10 @@ type Config struct {
 	// carves there; the node bind-mounts volumes from there.
 	MountMap sharemount.Map
 	// MountsDir: where the controller mounts shares that are not mapped.
-	MountsDir      string
+	MountsDir string
+	// GlusterLogDir: where the node's Gluster FUSE clients write their logs,
+	// one file per volume; "" is DefaultGlusterLogDir.
+	GlusterLogDir  string
 	MetricsAddress string
 	HealthAddress  string
 	Version        string
@@ -109,6 +116,9 @@ func New(cfg Config, mounter mount.Interface) (*Driver, error) {
 	if cfg.MountMap == nil {
 		cfg.MountMap = sharemount.Map{}
 	}
+	if cfg.GlusterLogDir == "" {
+		cfg.GlusterLogDir = DefaultGlusterLogDir
+	}
 	resolver := &sharemount.Resolver{Map: cfg.MountMap, MountsDir: cfg.MountsDir}
 	if cfg.MountsDir != "" {
 		resolver.Mounter = mounter
@@ -116,9 +126,12 @@ func New(cfg Config, mounter mount.Interface) (*Driver, error) {
 	d := &Driver{cfg: cfg, locks: newKeyLocks()}
 	// GIDs stay nil: CSI cannot annotate PVs with a group, so pods get access
 	// through fsGroup (the CSIDriver's fsGroupPolicy File) or explicit uid/gid.
-	d.svc = volume.New(volume.Options{Referrers: cfg.Referrers}, nfs.New(resolver))
-	// Gluster: register its backend here (the Gluster issue); the node mounts
-	// whatever backend.MountSpec returns, or bind-mounts a mapped volume.
+	// Both backends reach shares through the same resolver: --mount-map
+	// entries (SERVER:SHARE, or SERVER:VOLUME for Gluster), else on-demand
+	// mounts under --mounts-dir. The node mounts what backend.MountSpec
+	// returns, or bind-mounts from a mapped share.
+	d.svc = volume.New(volume.Options{Referrers: cfg.Referrers}, nfs.New(resolver),
+		gluster.New(gluster.Options{Resolver: resolver}))
 	d.identity = &IdentityServer{d: d}
 	if cfg.Mode.controller() {
 		d.controller = &ControllerServer{d: d}
@@ -138,6 +151,9 @@ func (d *Driver) backendOf(id volid.ID) (backend.Backend, error) {
 	}
 	return b, nil
 }
+
+// WaitPurges waits for background purges of deleted volumes (tests).
+func (d *Driver) WaitPurges() { d.svc.WaitPurges() }
 
 // localShare returns the node-local path of a volume's share, if mapped.
 func (d *Driver) localShare(id volid.ID) (string, bool) {

@@ -29,12 +29,15 @@ type NodeServer struct {
 	// asked, and for a bind mount, exactly the directory dir. Tests with a fake
 	// mounter, which mounts nothing, replace it.
 	checkMount func(target string, readonly bool, dir *os.File) error
+	// checkFUSE verifies that target holds a Gluster FUSE mount (the mount
+	// table); tests with a fake mounter replace it.
+	checkFUSE func(target string) error
 	// statsTimeout bounds a statfs, which hangs on a dead hard NFS mount.
 	statsTimeout time.Duration
 }
 
 func newNodeServer(d *Driver, mounter mount.Interface) *NodeServer {
-	return &NodeServer{d: d, mounter: mounter, checkMount: verifyMount, statsTimeout: 10 * time.Second}
+	return &NodeServer{d: d, mounter: mounter, checkMount: verifyMount, checkFUSE: verifyGlusterMount, statsTimeout: 10 * time.Second}
 }
 
 // NodeGetCapabilities returns what capabilities.go advertises.
@@ -50,8 +53,10 @@ func (n *NodeServer) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi
 // NodePublishVolume mounts the volume's directory at the target path: a bind
 // mount when the node has the share at a local path (--mount-map), else the
 // backend's own mount (NFS: mount -t nfs SERVER:SHARE/DIR with the
-// capability's mount flags). Read-only publishes are mounted read-only and
-// checked. A target that already holds this volume is success.
+// capability's mount flags; Gluster: mount -t glusterfs SERVER:/VOLUME/DIR
+// with a per-volume client log, checked in the mount table, gluster_node.go).
+// Read-only publishes are mounted read-only and checked. A target that
+// already holds this volume is success.
 func (n *NodeServer) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, invalidArg("volume_id is required")
@@ -119,27 +124,45 @@ func (n *NodeServer) publish(ctx context.Context, b backend.Backend, id volid.ID
 	if err != nil {
 		return err
 	}
+	fuse := !mapped && isGluster(id)
 	if mounted {
-		if err := n.checkMount(target, readonly, dir); err != nil {
+		err := n.checkMount(target, readonly, dir)
+		if err == nil && fuse {
+			err = n.checkFUSE(target)
+		}
+		if err != nil {
 			return fmt.Errorf("%w: %s is already mounted and does not match this request: %v", errIncompatible, target, err)
 		}
 		logger.V(4).Info("Volume already published")
 		return nil
 	}
 
+	logFile := ""
 	if mapped {
 		err = n.bindMount(ctx, id, dir, target, flags, readonly)
 	} else {
 		spec := b.MountSpec(id, flags)
 		opts := slices.Clone(spec.Options)
-		if readonly {
+		if fuse {
+			logFile = glusterLogFile(n.d.cfg.GlusterLogDir, id)
+			opts = glusterOptions(opts, logFile, readonly)
+			if err := os.MkdirAll(n.d.cfg.GlusterLogDir, 0o750); err != nil {
+				return fmt.Errorf("create Gluster client log directory: %w", err)
+			}
+		} else if readonly {
 			opts = append(opts, "ro")
 		}
 		logger.V(2).Info("Mounting volume", "source", spec.Source, "fstype", spec.FSType, "options", opts)
 		err = n.mounter.Mount(spec.Source, target, spec.FSType, opts)
+		if err == nil && fuse {
+			err = n.checkFUSE(target)
+		}
 	}
 	if err == nil {
 		err = n.checkMount(target, readonly, dir)
+	}
+	if err != nil && logFile != "" {
+		err = fmt.Errorf("%w; Gluster client log %s ends with:\n%s", err, logFile, logTail(logFile, glusterLogTail))
 	}
 	if err != nil {
 		// A half-done mount (bind done, read-only remount failed) must not
