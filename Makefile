@@ -18,15 +18,19 @@ test: lint unit
 
 # The example's replica-set agent is its own module, so its driver stays out of carve's binaries.
 AGENT := examples/mongo-statefulset/agent
+# FerretDB (a Mongo-wire server) is heavy; its data-survival test is a module of its own too.
+FERRET := test/ferret
 
 unit:
 	$(GO) test $(TEST_FLAGS) ./...
 	cd $(AGENT) && $(GO) test $(TEST_FLAGS) ./...
+	cd $(FERRET) && $(GO) test $(TEST_FLAGS) ./...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	cd $(AGENT) && $(GO) vet ./...
+	cd $(FERRET) && $(GO) vet ./...
 
 ## sanity: csi-test v5.4.0 sanity against cmd/csi-driver's services, with real bind mounts (root).
 sanity:
