@@ -1,7 +1,9 @@
 // Package scenario runs carve's StatefulSet story on a real local control
 // plane: the classic provisioner as its own process with the shipped RBAC, a
-// real NFS server, and the MongoDB example's manifests. `make e2e` runs it as a
-// test; `make demo` runs it for a person to watch.
+// real NFS server (or glusterd), and the MongoDB example's manifests. With
+// Env.Node, cmd/csi-driver's node service runs too and the story publishes
+// each replica's CSI volume through it, as the kubelet would. `make e2e` runs
+// it as tests; `make demo` runs it for a person to watch.
 package scenario
 
 import (
@@ -10,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -27,8 +30,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/yaml"
 
+	"github.com/carve-csi/carve/pkg/params"
+	"github.com/carve-csi/carve/pkg/volid"
 	"github.com/carve-csi/carve/test/cluster"
 )
 
@@ -39,11 +45,14 @@ type NFS interface {
 	List(nfsPath string) ([]string, error)
 }
 
-// Env is what the story runs on.
+// Env is what the story runs on. The zero values of the optional fields give
+// the NFS story with in-tree NFS PVs.
 type Env struct {
-	Cluster   *cluster.Cluster
+	Cluster *cluster.Cluster
+	// NFS is the NFS server; nil when the story runs on another backend (the
+	// StorageClass is then pointed at it with ClassParams).
 	NFS       NFS
-	ShareDir  string // the exported directory, as the provisioner sees it
+	ShareDir  string // the share, as the provisioner sees it (Gluster: a FUSE mount)
 	Repo      string // repository root (manifests, cmd/provisioner)
 	Namespace string
 	Logf      func(format string, args ...any)
@@ -53,8 +62,27 @@ type Env struct {
 	// ProvisionerArgs are extra flags for cmd/provisioner (benchmarks compare settings).
 	ProvisionerArgs []string
 
+	// Overlay is the example overlay deployed; OverlayNFS if empty.
+	Overlay string
+	// ClassParams are set on the overlay's StorageClass after server and
+	// share are pointed at NFS (volumeType: csi; Gluster's servers, volume).
+	ClassParams map[string]string
+	// ShareKey is the provisioner's --mount-map SERVER:SHARE for ShareDir;
+	// NFS's server:export if empty.
+	ShareKey string
+	// Node, when set, runs cmd/csi-driver's node service and publishes each
+	// Ready replica's volume through it, as the kubelet would.
+	Node *Node
+	// CheckVolume, when set, is called for each Ready replica's claim and PV
+	// (a Gluster quota limit).
+	CheckVolume func(ctx context.Context, pvc *v1.PersistentVolumeClaim, pv *v1.PersistentVolume) error
+
 	client      kubernetes.Interface
 	provisioner *cluster.Process
+	// class is the story's StorageClass as created (step 6 copies it).
+	class *storagev1.StorageClass
+	// retained maps each ordinal to the PV source its data lives at.
+	retained map[int]string
 }
 
 const (
@@ -64,8 +92,25 @@ const (
 	stepTimeout = 3 * time.Minute
 )
 
-// Overlay is the example overlay the story deploys.
-const Overlay = "examples/mongo-statefulset/overlays/nfs"
+// The example overlays the story deploys.
+const (
+	OverlayNFS     = "examples/mongo-statefulset/overlays/nfs"
+	OverlayGluster = "examples/mongo-statefulset/overlays/gluster"
+)
+
+func (e *Env) overlay() string {
+	if e.Overlay == "" {
+		return OverlayNFS
+	}
+	return e.Overlay
+}
+
+func (e *Env) shareKey() string {
+	if e.ShareKey == "" {
+		return e.NFS.Server() + ":" + e.NFS.Export()
+	}
+	return e.ShareKey
+}
 
 func (e *Env) logf(format string, args ...any) {
 	if e.Logf != nil {
@@ -82,7 +127,8 @@ func (e *Env) show(ctx context.Context, title string) {
 
 // StartProvisioner builds cmd/provisioner and runs it as its own process,
 // authenticated as the ServiceAccount from deploy/provisioner with exactly
-// that RBAC, so the shipped RBAC is proven sufficient.
+// that RBAC, so the shipped RBAC is proven sufficient. With Env.Node it also
+// starts the CSI node service.
 func (e *Env) StartProvisioner(ctx context.Context) error {
 	e.client = e.Cluster.Client
 	for _, f := range []string{"namespace.yaml", "rbac.yaml"} {
@@ -110,7 +156,7 @@ func (e *Env) StartProvisioner(ctx context.Context) error {
 	}
 	p, err := e.Cluster.StartProcess("carve-provisioner", append([]string{bin,
 		"--kubeconfig=" + kubeconfig,
-		"--mount-map=" + e.NFS.Server() + ":" + e.NFS.Export() + "=" + e.ShareDir,
+		"--mount-map=" + e.shareKey() + "=" + e.ShareDir,
 		"--leader-elect=true",
 		"--health-address=" + health,
 		"--metrics-address=" + metrics,
@@ -121,6 +167,11 @@ func (e *Env) StartProvisioner(ctx context.Context) error {
 	}
 	e.provisioner = p
 	e.logf("provisioner running as system:serviceaccount:carve-system:carve-provisioner, log %s", p.LogPath)
+	if e.Node != nil {
+		if err := e.Node.start(ctx, e); err != nil {
+			return err
+		}
+	}
 	return e.poll(ctx, "provisioner /readyz", time.Minute, func(ctx context.Context) (bool, error) {
 		select {
 		case <-p.Done():
@@ -138,10 +189,11 @@ func (e *Env) StartProvisioner(ctx context.Context) error {
 
 // Run is the whole story, step by step. It returns at the first broken promise.
 func (e *Env) Run(ctx context.Context) error {
-	steps := []struct {
+	type step struct {
 		name string
 		fn   func(context.Context) error
-	}{
+	}
+	steps := []step{
 		{"1. StorageClass (Retain) + headless Service + StatefulSet mongo with 3 replicas", e.deploy},
 		{"2. scale to 5, down to 3, up to 5 again", e.scale},
 		{"3. delete pod mongo-1: it comes back with the same claim", e.deletePod},
@@ -149,6 +201,10 @@ func (e *Env) Run(ctx context.Context) error {
 		{"5. create the StatefulSet again: claims re-attach to the retained data", e.recreate},
 		{"6. reclaimPolicy Delete with onDelete archive, then delete", e.deletePolicies},
 		{"7. no unexpected errors in claim events or provisioner logs", e.noErrors},
+	}
+	if e.Node != nil {
+		steps = slices.Insert(steps, len(steps)-1,
+			step{"6b. node: unpublish every volume; the data stays on the share", e.Node.unpublishAll})
 	}
 	for _, s := range steps {
 		e.logf("--- %s", s.name)
@@ -175,15 +231,16 @@ func (e *Env) deploy(ctx context.Context) error {
 			return fmt.Errorf("write marker: %w", err)
 		}
 	}
-	return nil
+	return e.syncNode(ctx)
 }
 
 // applyExample renders the example overlay, points its StorageClass at the
-// test's NFS server and applies the rest unchanged.
+// test's server (NFS, and ClassParams) and applies the rest unchanged.
 func (e *Env) applyExample(ctx context.Context) error {
-	out, err := e.Cluster.Kubectl(ctx, "kustomize", filepath.Join(e.Repo, Overlay))
+	overlay := e.overlay()
+	out, err := e.Cluster.Kubectl(ctx, "kustomize", filepath.Join(e.Repo, overlay))
 	if err != nil {
-		return fmt.Errorf("render %s: %w", Overlay, err)
+		return fmt.Errorf("render %s: %w", overlay, err)
 	}
 	var rest []string
 	sawClass := false
@@ -202,17 +259,21 @@ func (e *Env) applyExample(ctx context.Context) error {
 		if err := yaml.Unmarshal([]byte(doc), &sc); err != nil {
 			return err
 		}
-		sc.Parameters["server"], sc.Parameters["share"] = e.NFS.Server(), e.NFS.Export()
+		if e.NFS != nil {
+			sc.Parameters["server"], sc.Parameters["share"] = e.NFS.Server(), e.NFS.Export()
+		}
+		maps.Copy(sc.Parameters, e.ClassParams)
 		if sc.ReclaimPolicy == nil || *sc.ReclaimPolicy != v1.PersistentVolumeReclaimRetain {
 			return fmt.Errorf("the example's StorageClass %s must have reclaimPolicy Retain", sc.Name)
 		}
 		if _, err := e.client.StorageV1().StorageClasses().Create(ctx, &sc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			return err
 		}
+		e.class = &sc
 		sawClass = true
 	}
 	if !sawClass {
-		return fmt.Errorf("%s renders no StorageClass", Overlay)
+		return fmt.Errorf("%s renders no StorageClass", overlay)
 	}
 	f := filepath.Join(e.Cluster.Dir, "example.yaml")
 	if err := os.WriteFile(f, []byte(strings.Join(rest, "\n---\n")), 0o644); err != nil {
@@ -235,6 +296,9 @@ func (e *Env) scale(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := e.syncNode(ctx); err != nil {
+		return err
+	}
 	before, err := e.claimUIDs(ctx, 5)
 	if err != nil {
 		return err
@@ -247,11 +311,18 @@ func (e *Env) scale(ctx context.Context) error {
 	if err := e.scaleTo(ctx, 3); err != nil {
 		return err
 	}
-	// Scale-down keeps claims, PVs and directories of ordinals 3 and 4.
+	// Scale-down keeps claims, PVs and directories of ordinals 3 and 4
+	// (the node unpublished them, keeping what was written through them).
+	if err := e.syncNode(ctx); err != nil {
+		return err
+	}
 	if err := e.checkKept(ctx, 5); err != nil {
 		return err
 	}
 	if err := e.scaleTo(ctx, 5); err != nil {
+		return err
+	}
+	if err := e.syncNode(ctx); err != nil {
 		return err
 	}
 	after, err := e.claimUIDs(ctx, 5)
@@ -297,13 +368,25 @@ func (e *Env) deletePod(ctx context.Context) error {
 	if after[1] != before[1] {
 		return errors.New("claim data-mongo-1 was replaced")
 	}
-	return nil
+	// The node unpublishes the old pod's volume and publishes the new one's
+	// at another target path.
+	return e.syncNode(ctx)
 }
 
-// retained maps each ordinal to the PV path its data lives at.
-var retained = map[int]string{}
+// pvSource is where a PV's data lives: the NFS path of an in-tree PV, the
+// volume handle of a CSI PV.
+func pvSource(pv *v1.PersistentVolume) string {
+	switch {
+	case pv.Spec.NFS != nil:
+		return pv.Spec.NFS.Path
+	case pv.Spec.CSI != nil:
+		return pv.Spec.CSI.Driver + " " + pv.Spec.CSI.VolumeHandle
+	}
+	return ""
+}
 
 func (e *Env) deleteAll(ctx context.Context) error {
+	e.retained = map[int]string{}
 	for i := range 5 {
 		pvc, err := e.client.CoreV1().PersistentVolumeClaims(e.Namespace).Get(ctx, claim(i), metav1.GetOptions{})
 		if err != nil {
@@ -313,7 +396,7 @@ func (e *Env) deleteAll(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		retained[i] = pv.Spec.NFS.Path
+		e.retained[i] = pvSource(pv)
 	}
 	if err := e.client.AppsV1().StatefulSets(e.Namespace).Delete(ctx, sts, metav1.DeleteOptions{}); err != nil {
 		return err
@@ -327,6 +410,9 @@ func (e *Env) deleteAll(ctx context.Context) error {
 		return apierrors.IsNotFound(err) && len(pods.Items) == 0, nil
 	})
 	if err != nil {
+		return err
+	}
+	if err := e.syncNode(ctx); err != nil {
 		return err
 	}
 	if err := e.checkKept(ctx, 5); err != nil {
@@ -376,35 +462,70 @@ func (e *Env) recreate(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if pv.Spec.NFS == nil || pv.Spec.NFS.Path != retained[i] {
-			return fmt.Errorf("claim %s got PV %s at %v, want the retained %s", claim(i), pv.Name, pv.Spec.NFS, retained[i])
+		if src := pvSource(pv); src == "" || src != e.retained[i] {
+			return fmt.Errorf("claim %s got PV %s at %q, want the retained %q", claim(i), pv.Name, src, e.retained[i])
 		}
-		// Over NFS, from the new PV's source: the marker written before.
-		names, err := e.NFS.List(pv.Spec.NFS.Path)
-		if err != nil {
-			return fmt.Errorf("nfs-ls %s: %w", pv.Spec.NFS.Path, err)
-		}
-		if !slices.Contains(names, "marker") {
-			return fmt.Errorf("nfs-ls %s:%s = %v, no marker", pv.Spec.NFS.Server, pv.Spec.NFS.Path, names)
+		if err := e.listMarker(pv); err != nil {
+			return err
 		}
 		if err := e.waitEvent(ctx, claim(i), "ReattachedVolume"); err != nil {
 			return err
 		}
 	}
+	// The node publishes the re-attached volumes at new target paths: what
+	// the earlier pods wrote through theirs is there.
+	if err := e.syncNode(ctx); err != nil {
+		return err
+	}
 	return e.checkMarkers(5)
+}
+
+// listMarker lists the PV's directory over NFS, from the PV's own source, and
+// expects the marker written before. Other backends are checked through the
+// node's publish.
+func (e *Env) listMarker(pv *v1.PersistentVolume) error {
+	var server, path string
+	switch {
+	case e.NFS == nil:
+		return nil
+	case pv.Spec.NFS != nil:
+		server, path = pv.Spec.NFS.Server, pv.Spec.NFS.Path
+	case pv.Spec.CSI != nil:
+		id, err := volid.Parse(pv.Spec.CSI.VolumeHandle)
+		if err != nil {
+			return fmt.Errorf("PV %s: %w", pv.Name, err)
+		}
+		if id.Backend != params.BackendNFS {
+			return nil
+		}
+		server, path = id.Servers[0], strings.TrimSuffix(id.Share, "/")+"/"+id.DirPath()
+	default:
+		return fmt.Errorf("PV %s has neither an NFS nor a CSI source", pv.Name)
+	}
+	names, err := e.NFS.List(path)
+	if err != nil {
+		return fmt.Errorf("nfs-ls %s: %w", path, err)
+	}
+	if !slices.Contains(names, "marker") {
+		return fmt.Errorf("nfs-ls %s:%s = %v, no marker", server, path, names)
+	}
+	return nil
 }
 
 func (e *Env) deletePolicies(ctx context.Context) error {
 	for _, policy := range []string{"archive", "delete"} {
 		name := "scratch-" + policy
+		// The story's class (same backend, server and share), with
+		// reclaimPolicy Delete, the policy and a pattern of its own.
 		reclaim := v1.PersistentVolumeReclaimDelete
 		sc := &storagev1.StorageClass{
 			ObjectMeta:    metav1.ObjectMeta{Name: "carve-" + policy},
-			Provisioner:   "carve.csi.dev/provisioner",
+			Provisioner:   e.class.Provisioner,
 			ReclaimPolicy: &reclaim,
-			Parameters: map[string]string{"backend": "nfs", "server": e.NFS.Server(), "share": e.NFS.Export(),
-				"onDelete": policy, "pathPattern": "scratch/${pvc.metadata.namespace}/${pvc.metadata.name}"},
+			Parameters:    maps.Clone(e.class.Parameters),
 		}
+		sc.Parameters["onDelete"] = policy
+		sc.Parameters["pathPattern"] = "scratch/${pvc.metadata.namespace}/${pvc.metadata.name}"
 		if _, err := e.client.StorageV1().StorageClasses().Create(ctx, sc, metav1.CreateOptions{}); err != nil {
 			return err
 		}
@@ -484,26 +605,46 @@ func (e *Env) noErrors(ctx context.Context) error {
 			bad = append(bad, fmt.Sprintf("%s %s: %s", ev.InvolvedObject.Name, ev.Reason, ev.Message))
 		}
 	}
-	f, err := os.Open(e.provisioner.LogPath)
+	logs := []*cluster.Process{e.provisioner}
+	if e.Node != nil {
+		logs = append(logs, e.Node.proc)
+	}
+	for _, p := range logs {
+		lines, errs, err := logProblems(p.LogPath)
+		if err != nil {
+			return err
+		}
+		for _, l := range errs {
+			bad = append(bad, p.Name+": "+l)
+		}
+		e.logf("checked %d lines of the %s log", lines, p.Name)
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("unexpected errors:\n%s", strings.Join(bad, "\n"))
+	}
+	e.logf("checked %d claim events", claimEvents)
+	return nil
+}
+
+// logProblems returns a klog file's line count and its error and warning
+// lines (klog marks them with a leading E and W).
+func logProblems(path string) (int, []string, error) {
+	f, err := os.Open(path)
 	if err != nil {
-		return err
+		return 0, nil, err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	lines := 0
+	var bad []string
 	for sc.Scan() {
 		lines++
-		// klog marks errors with a leading E and warnings with W.
 		if l := sc.Text(); strings.HasPrefix(l, "E") || strings.HasPrefix(l, "W") {
-			bad = append(bad, "provisioner: "+l)
+			bad = append(bad, l)
 		}
 	}
-	if len(bad) > 0 {
-		return fmt.Errorf("unexpected errors:\n%s", strings.Join(bad, "\n"))
-	}
-	e.logf("checked %d claim events and %d provisioner log lines", claimEvents, lines)
-	return nil
+	return lines, bad, sc.Err()
 }
 
 // --- helpers
@@ -539,13 +680,19 @@ func (e *Env) checkKept(ctx context.Context, n int) error {
 }
 
 func (e *Env) scaleTo(ctx context.Context, n int32) error {
-	s, err := e.client.AppsV1().StatefulSets(e.Namespace).GetScale(ctx, sts, metav1.GetOptions{})
+	// The StatefulSet controller updates the object meanwhile (status), so
+	// a conflict is retried with a fresh read.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		s, err := e.client.AppsV1().StatefulSets(e.Namespace).GetScale(ctx, sts, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		s.Spec.Replicas = n
+		_, err = e.client.AppsV1().StatefulSets(e.Namespace).UpdateScale(ctx, sts, s, metav1.UpdateOptions{})
+		return err
+	})
 	if err != nil {
-		return err
-	}
-	s.Spec.Replicas = n
-	if _, err := e.client.AppsV1().StatefulSets(e.Namespace).UpdateScale(ctx, sts, s, metav1.UpdateOptions{}); err != nil {
-		return err
+		return fmt.Errorf("scale to %d: %w", n, err)
 	}
 	return e.waitReplicas(ctx, int(n))
 }
@@ -589,6 +736,15 @@ func (e *Env) waitReplicas(ctx context.Context, n int) error {
 		}
 		if fi, err := os.Stat(filepath.Join(e.ShareDir, e.Namespace, claim(i))); err != nil || !fi.IsDir() {
 			return fmt.Errorf("no directory for %s on the share: %v", claim(i), err)
+		}
+		if e.CheckVolume != nil {
+			pv, err := e.client.CoreV1().PersistentVolumes().Get(ctx, pvc.Spec.VolumeName, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if err := e.CheckVolume(ctx, pvc, pv); err != nil {
+				return fmt.Errorf("claim %s, PV %s: %w", claim(i), pv.Name, err)
+			}
 		}
 	}
 	// OrderedReady: a pod is created only once its predecessor is Ready.
