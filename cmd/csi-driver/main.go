@@ -10,13 +10,11 @@ import (
 	"os/signal"
 	"syscall"
 
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/carve-csi/carve/pkg/buildinfo"
 	"github.com/carve-csi/carve/pkg/csidriver"
+	"github.com/carve-csi/carve/pkg/kubeclient"
 	"github.com/carve-csi/carve/pkg/sharemount"
 )
 
@@ -59,7 +57,7 @@ func main() {
 	ctx = klog.NewContext(ctx, logger)
 
 	if *kubeReferrers && cfg.Mode != csidriver.ModeNode {
-		client, err := kubeClient(*kubeconfig)
+		client, err := kubeclient.New(*kubeconfig, "carve-csi-driver", 0, 0)
 		if err != nil {
 			logger.Error(err, "Cannot create Kubernetes client for --kube-referrers (set --kube-referrers=false to run without a cluster view)")
 			klog.FlushAndExit(klog.ExitFlushTimeout, 1)
@@ -71,19 +69,4 @@ func main() {
 		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
 	}
 	klog.Flush()
-}
-
-func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
-	var rc *rest.Config
-	var err error
-	if kubeconfig == "" {
-		rc, err = rest.InClusterConfig()
-	} else {
-		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	}
-	if err != nil {
-		return nil, err
-	}
-	rc.UserAgent = "carve-csi-driver/" + buildinfo.Version
-	return kubernetes.NewForConfig(rc)
 }

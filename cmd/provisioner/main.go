@@ -11,12 +11,10 @@ import (
 	"syscall"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/carve-csi/carve/pkg/buildinfo"
+	"github.com/carve-csi/carve/pkg/kubeclient"
 	"github.com/carve-csi/carve/pkg/provisioner"
 	"github.com/carve-csi/carve/pkg/sharemount"
 )
@@ -61,20 +59,7 @@ func main() {
 	logger := klog.FromContext(ctx)
 	ctx = klog.NewContext(ctx, logger)
 
-	var rc *rest.Config
-	var err error
-	if *kubeconfig == "" {
-		rc, err = rest.InClusterConfig()
-	} else {
-		rc, err = clientcmd.BuildConfigFromFlags("", *kubeconfig)
-	}
-	if err != nil {
-		logger.Error(err, "Cannot load Kubernetes client configuration")
-		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
-	}
-	rc.QPS, rc.Burst = float32(*qps), *burst
-	rc.UserAgent = "carve-provisioner/" + buildinfo.Version
-	client, err := kubernetes.NewForConfig(rc)
+	client, err := kubeclient.New(*kubeconfig, "carve-provisioner", float32(*qps), *burst)
 	if err != nil {
 		logger.Error(err, "Cannot create Kubernetes client")
 		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
