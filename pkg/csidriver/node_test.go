@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	mount "k8s.io/mount-utils"
 
+	"github.com/carve-csi/carve/pkg/csidriver/internal/sanitytest"
 	"github.com/carve-csi/carve/pkg/volid"
 )
 
@@ -323,7 +324,7 @@ func TestRealReadOnlyBind(t *testing.T) {
 		t.Fatal(err)
 	}
 	target := h.target(t)
-	t.Cleanup(func() { unmountUnder(t, filepath.Dir(target)) })
+	t.Cleanup(func() { sanitytest.UnmountUnder(t, filepath.Dir(target)) })
 	req := publishReq(mappedID("ns", "c"), target, true, csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER)
 	if _, err := h.d.node.NodePublishVolume(h.ctx, req); err != nil {
 		t.Fatal(err)

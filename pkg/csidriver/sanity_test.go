@@ -1,18 +1,14 @@
 package csidriver
 
 import (
-	"bufio"
 	"context"
-	"net"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"testing"
-	"time"
+
+	"github.com/carve-csi/carve/pkg/csidriver/internal/sanitytest"
 
 	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
-	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2/ktesting"
 	mount "k8s.io/mount-utils"
 
@@ -68,7 +64,7 @@ func TestSanity(t *testing.T) {
 	}
 	// Runs before TempDir's removal: a mount left behind would make it fail
 	// and hide the real error.
-	t.Cleanup(func() { unmountUnder(t, dir) })
+	t.Cleanup(func() { sanitytest.UnmountUnder(t, dir) })
 
 	sock := filepath.Join(dir, "csi.sock")
 	d, err := New(Config{
@@ -90,7 +86,7 @@ func TestSanity(t *testing.T) {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	waitForSocket(t, sock)
+	sanitytest.WaitForSocket(t, sock)
 
 	cfg := sanity.NewTestConfig()
 	cfg.Address = "unix://" + sock
@@ -110,67 +106,10 @@ func TestSanity(t *testing.T) {
 	sanity.Test(t, cfg)
 
 	d.svc.WaitPurges()
-	if left := volumesLeft(t, filepath.Join(share, "sanity")); len(left) > 0 {
+	if left := sanitytest.Entries(t, filepath.Join(share, "sanity")); len(left) > 0 {
 		t.Errorf("volume directories left after the suite deleted every volume: %v", left)
 	}
-	if m := mountsUnder(t, dir); len(m) > 0 {
+	if m := sanitytest.MountsUnder(t, dir); len(m) > 0 {
 		t.Errorf("mounts left after the suite unpublished every volume: %v", m)
-	}
-}
-
-func waitForSocket(t *testing.T, sock string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("driver did not listen on %s", sock)
-}
-
-func volumesLeft(t *testing.T, dir string) []string {
-	t.Helper()
-	entries, err := os.ReadDir(dir)
-	if os.IsNotExist(err) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	return names
-}
-
-// mountsUnder lists mount points at or below dir, deepest first.
-func mountsUnder(t *testing.T, dir string) []string {
-	t.Helper()
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && (fields[4] == dir || strings.HasPrefix(fields[4], dir+"/")) {
-			out = append(out, fields[4])
-		}
-	}
-	sort.Sort(sort.Reverse(sort.StringSlice(out)))
-	return out
-}
-
-func unmountUnder(t *testing.T, dir string) {
-	for _, m := range mountsUnder(t, dir) {
-		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil {
-			t.Logf("unmount %s: %v", m, err)
-		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/carve-csi/carve/pkg/csidriver/internal/sanitytest"
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
@@ -124,7 +125,7 @@ func TestServeModes(t *testing.T) {
 					t.Error(err)
 				}
 			}()
-			waitForSocket(t, sock)
+			sanitytest.WaitForSocket(t, sock)
 			conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 			if err != nil {
 				t.Fatal(err)

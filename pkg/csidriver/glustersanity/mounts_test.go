@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/carve-csi/carve/pkg/csidriver/internal/sanitytest"
+
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
@@ -44,7 +46,7 @@ func TestNodeGlusterMounts(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	ctx, cancel := context.WithCancel(ctx)
 	dir := t.TempDir()
-	t.Cleanup(func() { unmountUnder(t, dir) })
+	t.Cleanup(func() { sanitytest.UnmountUnder(t, dir) })
 	logDir := filepath.Join(dir, "logs")
 	direct := serveNode(t, ctx, filepath.Join(dir, "direct.sock"), csidriver.Config{GlusterLogDir: logDir})
 	mapped := serveNode(t, ctx, filepath.Join(dir, "mapped.sock"), csidriver.Config{
@@ -125,7 +127,7 @@ func TestNodeGlusterMounts(t *testing.T) {
 		if !strings.Contains(err.Error(), "Gluster client log") {
 			t.Errorf("error does not show the client log: %v", err)
 		}
-		if m := mountsUnder(t, target); len(m) > 0 {
+		if m := sanitytest.MountsUnder(t, target); len(m) > 0 {
 			t.Errorf("mounts left at the target: %v", m)
 		}
 		unpublish(direct, id("real", "missing"), target)
@@ -152,7 +154,7 @@ func TestNodeGlusterMounts(t *testing.T) {
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			_, err = os.Stat(target)
-			if err != nil || len(mountsUnder(t, target)) == 0 || time.Now().After(deadline) {
+			if err != nil || len(sanitytest.MountsUnder(t, target)) == 0 || time.Now().After(deadline) {
 				break
 			}
 			time.Sleep(100 * time.Millisecond)
@@ -167,7 +169,7 @@ func TestNodeGlusterMounts(t *testing.T) {
 			}
 		}
 		unpublish(direct, id("real", "a"), target)
-		if m := mountsUnder(t, target); len(m) > 0 {
+		if m := sanitytest.MountsUnder(t, target); len(m) > 0 {
 			t.Errorf("mounts left at the target: %v", m)
 		}
 	})
@@ -200,7 +202,7 @@ func TestNodeGlusterMounts(t *testing.T) {
 		unpublish(mapped, id("real", "b"), target)
 	})
 
-	if m := mountsUnder(t, dir); len(m) > 0 {
+	if m := sanitytest.MountsUnder(t, dir); len(m) > 0 {
 		t.Errorf("mounts left: %v", m)
 	}
 }
@@ -222,7 +224,7 @@ func serveNode(t *testing.T, ctx context.Context, sock string, cfg csidriver.Con
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	waitForSocket(t, sock)
+	sanitytest.WaitForSocket(t, sock)
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

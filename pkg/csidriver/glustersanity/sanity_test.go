@@ -1,19 +1,16 @@
 package glustersanity
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/carve-csi/carve/pkg/csidriver/internal/sanitytest"
 
 	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
-	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2/ktesting"
 	mount "k8s.io/mount-utils"
 
@@ -77,7 +74,7 @@ func TestGlusterSanity(t *testing.T) {
 	// Runs before TempDir's removal (and before the fixture unmounts and
 	// deletes the volume): a mount left behind would make those fail and
 	// hide the real error.
-	t.Cleanup(func() { unmountUnder(t, dir) })
+	t.Cleanup(func() { sanitytest.UnmountUnder(t, dir) })
 
 	ctrlSock, nodeSock := filepath.Join(dir, "controller.sock"), filepath.Join(dir, "node.sock")
 	logDir := filepath.Join(dir, "glusterfs-logs")
@@ -116,8 +113,8 @@ func TestGlusterSanity(t *testing.T) {
 			}
 		}
 	})
-	waitForSocket(t, ctrlSock)
-	waitForSocket(t, nodeSock)
+	sanitytest.WaitForSocket(t, ctrlSock)
+	sanitytest.WaitForSocket(t, nodeSock)
 
 	cfg := sanity.NewTestConfig()
 	cfg.Address = "unix://" + nodeSock
@@ -140,10 +137,10 @@ func TestGlusterSanity(t *testing.T) {
 	sanity.Test(t, cfg)
 
 	ctrl.WaitPurges()
-	if left := entries(t, filepath.Join(ctrlMount, "sanity")); len(left) > 0 {
+	if left := sanitytest.Entries(t, filepath.Join(ctrlMount, "sanity")); len(left) > 0 {
 		t.Errorf("volume directories left after the suite deleted every volume: %v", left)
 	}
-	if m := mountsUnder(t, dir); len(m) > 0 {
+	if m := sanitytest.MountsUnder(t, dir); len(m) > 0 {
 		t.Errorf("mounts left after the suite unpublished every volume: %v", m)
 	}
 	out, err := c.Gluster(context.Background(), "volume", "quota", vol, "list")
@@ -152,66 +149,9 @@ func TestGlusterSanity(t *testing.T) {
 	} else if strings.Contains(string(out), "/sanity/") {
 		t.Errorf("quota limits left after the suite deleted every volume:\n%s", out)
 	}
-	logs := entries(t, logDir)
+	logs := sanitytest.Entries(t, logDir)
 	if len(logs) == 0 {
 		t.Errorf("no Gluster client log in %s: the node did not mount with log-file", logDir)
 	}
 	t.Logf("node mounts logged to %d per-volume files in %s", len(logs), logDir)
-}
-
-func waitForSocket(t *testing.T, sock string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("driver did not listen on %s", sock)
-}
-
-func entries(t *testing.T, dir string) []string {
-	t.Helper()
-	des, err := os.ReadDir(dir)
-	if os.IsNotExist(err) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range des {
-		names = append(names, e.Name())
-	}
-	return names
-}
-
-// mountsUnder lists mount points at or below dir, deepest first.
-func mountsUnder(t *testing.T, dir string) []string {
-	t.Helper()
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && (fields[4] == dir || strings.HasPrefix(fields[4], dir+"/")) {
-			out = append(out, fields[4])
-		}
-	}
-	sort.Sort(sort.Reverse(sort.StringSlice(out)))
-	return out
-}
-
-func unmountUnder(t *testing.T, dir string) {
-	for _, m := range mountsUnder(t, dir) {
-		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil {
-			t.Logf("unmount %s: %v", m, err)
-		}
-	}
 }
