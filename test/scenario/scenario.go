@@ -223,6 +223,9 @@ func (e *Env) deploy(ctx context.Context) error {
 	if err := e.applyExample(ctx); err != nil {
 		return err
 	}
+	if err := e.createPolicyClasses(ctx); err != nil {
+		return err
+	}
 	if err := e.waitReplicas(ctx, 3); err != nil {
 		return err
 	}
@@ -512,9 +515,11 @@ func (e *Env) listMarker(pv *v1.PersistentVolume) error {
 	return nil
 }
 
-func (e *Env) deletePolicies(ctx context.Context) error {
+// createPolicyClasses makes step 6's classes during setup: a claim created
+// right after its class can reach the provisioner before the class does, and
+// that transient ProvisioningFailed would be flagged by step 7.
+func (e *Env) createPolicyClasses(ctx context.Context) error {
 	for _, policy := range []string{"archive", "delete"} {
-		name := "scratch-" + policy
 		// The story's class (same backend, server and share), with
 		// reclaimPolicy Delete, the policy and a pattern of its own.
 		reclaim := v1.PersistentVolumeReclaimDelete
@@ -529,10 +534,18 @@ func (e *Env) deletePolicies(ctx context.Context) error {
 		if _, err := e.client.StorageV1().StorageClasses().Create(ctx, sc, metav1.CreateOptions{}); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+func (e *Env) deletePolicies(ctx context.Context) error {
+	for _, policy := range []string{"archive", "delete"} {
+		name := "scratch-" + policy
+		class := "carve-" + policy
 		pvc := &v1.PersistentVolumeClaim{
 			ObjectMeta: metav1.ObjectMeta{Name: name},
 			Spec: v1.PersistentVolumeClaimSpec{
-				StorageClassName: &sc.Name,
+				StorageClassName: &class,
 				AccessModes:      []v1.PersistentVolumeAccessMode{v1.ReadWriteMany},
 				Resources:        v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Gi")}},
 			},
