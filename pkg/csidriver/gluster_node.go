@@ -8,8 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
+
+	"github.com/carve-csi/carve/internal/mountinfo"
 
 	"github.com/carve-csi/carve/pkg/params"
 	"github.com/carve-csi/carve/pkg/volid"
@@ -88,34 +89,17 @@ func checkGlusterMountinfo(mountinfo []byte, target string) error {
 
 // mountAt returns the type and source of the topmost mount at target in a
 // /proc/self/mountinfo table.
-func mountAt(mountinfo []byte, target string) (fstype, source string, ok bool) {
-	for line := range strings.Lines(string(mountinfo)) {
+func mountAt(table []byte, target string) (fstype, source string, ok bool) {
+	for line := range strings.Lines(string(table)) {
 		// ID parent major:minor root mountpoint opts [optional...] - fstype source superopts
 		fields := strings.Fields(line)
 		sep := slices.Index(fields, "-")
-		if len(fields) < 5 || sep < 5 || sep+2 >= len(fields) || unescapeMountinfo(fields[4]) != target {
+		if len(fields) < 5 || sep < 5 || sep+2 >= len(fields) || mountinfo.Unescape(fields[4]) != target {
 			continue
 		}
-		fstype, source, ok = fields[sep+1], unescapeMountinfo(fields[sep+2]), true
+		fstype, source, ok = fields[sep+1], mountinfo.Unescape(fields[sep+2]), true
 	}
 	return fstype, source, ok
-}
-
-// unescapeMountinfo decodes the octal escapes (\040 for a space, ...) of
-// /proc/self/mountinfo.
-func unescapeMountinfo(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // logTail returns the last n lines of a file, or a note why it cannot.

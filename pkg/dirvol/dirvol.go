@@ -116,21 +116,30 @@ func (s *Share) openRoot() (int, error) {
 	return fd, nil
 }
 
+// open resolves a volume directory safely. It returns the share root's and
+// the directory's descriptors; the caller closes both.
+func (s *Share) open(dir []string) (root, fd int, err error) {
+	if err := checkDir(dir); err != nil {
+		return -1, -1, err
+	}
+	if root, err = s.openRoot(); err != nil {
+		return -1, -1, err
+	}
+	if fd, err = resolve(root, dir); err != nil {
+		unix.Close(root)
+		return -1, -1, err
+	}
+	return root, fd, nil
+}
+
 // Lookup returns the directory's ownership and carve's record of it, or
 // ErrNotFound.
 func (s *Share) Lookup(dir []string) (*Info, error) {
-	if err := checkDir(dir); err != nil {
-		return nil, err
-	}
-	root, err := s.openRoot()
+	root, fd, err := s.open(dir)
 	if err != nil {
 		return nil, err
 	}
 	defer unix.Close(root)
-	fd, err := resolve(root, dir)
-	if err != nil {
-		return nil, err
-	}
 	defer unix.Close(fd)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
@@ -390,18 +399,11 @@ func (s *Share) Statfs(dir []string) (Usage, error) {
 // /proc/<pid>/fd/<n>, so a symlink swapped in after the lookup cannot redirect
 // the mount. The caller closes the file.
 func (s *Share) OpenDir(dir []string) (*os.File, error) {
-	if err := checkDir(dir); err != nil {
-		return nil, err
-	}
-	root, err := s.openRoot()
+	root, fd, err := s.open(dir)
 	if err != nil {
 		return nil, err
 	}
-	defer unix.Close(root)
-	fd, err := resolve(root, dir)
-	if err != nil {
-		return nil, err
-	}
+	unix.Close(root)
 	return os.NewFile(uintptr(fd), s.Path(dir)), nil
 }
 

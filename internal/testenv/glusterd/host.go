@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/carve-csi/carve/internal/mountinfo"
 )
 
 // glusterMounts returns the mount points of glusterfs FUSE mounts.
@@ -27,26 +29,9 @@ func glusterMounts() ([]string, error) {
 		if len(fields) < 5 || sep < 0 || sep+1 >= len(fields) || fields[sep+1] != "fuse.glusterfs" {
 			continue
 		}
-		mounts = append(mounts, unescapeMountinfo(fields[4]))
+		mounts = append(mounts, mountinfo.Unescape(fields[4]))
 	}
 	return mounts, nil
-}
-
-// unescapeMountinfo decodes the octal escapes (\040 for space, ...) used in
-// /proc/self/mountinfo.
-func unescapeMountinfo(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // waitForChildren waits until the process pid has no live children, or for
