@@ -69,13 +69,21 @@ type Owner struct {
 // Meta records who a directory was carved for; kept outside the directory so
 // the pod using the volume cannot forge it.
 type Meta struct {
+	// Dir is the volume directory relative to the root, "/"-joined. Records
+	// are stored under a hash of it, so this is how a scan of the records
+	// finds which directories are volumes (nesting checks, the GID table).
+	// Records written before it existed lack it; writeMeta always sets it.
+	Dir       string `json:"dir,omitempty"`
 	PV        string `json:"pv"`
 	Namespace string `json:"namespace"`
 	Claim     string `json:"claim"`
 	// CapacityBytes is the size requested when the volume was carved or last
 	// expanded; CSI needs it to tell a retry from a conflicting request.
-	CapacityBytes int64     `json:"capacityBytes,omitempty"`
-	Updated       time.Time `json:"updated"`
+	CapacityBytes int64 `json:"capacityBytes,omitempty"`
+	// GID is the group allocated to the directory (0: none). Recorded before
+	// the PV exists, so a restart can rebuild the GID table from the share.
+	GID     int64     `json:"gid,omitempty"`
+	Updated time.Time `json:"updated"`
 }
 
 // Info describes an existing volume directory.
@@ -442,18 +450,27 @@ func (s *Share) readMeta(root int, dir []string) (*Meta, error) {
 		return nil, err
 	}
 	defer unix.Close(md)
-	fd, err := unix.Openat(md, metaName(dir), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	m, err := readMetaFile(md, metaName(dir))
+	if m != nil && m.Dir == "" {
+		m.Dir = strings.Join(dir, "/")
+	}
+	return m, err
+}
+
+// readMetaFile reads one record; a missing file is (nil, nil).
+func readMetaFile(md int, name string) (*Meta, error) {
+	fd, err := unix.Openat(md, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read volume record: %w", err)
 	}
-	f := os.NewFile(uintptr(fd), metaName(dir))
+	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
 	var m Meta
 	if err := json.NewDecoder(io.LimitReader(f, 64<<10)).Decode(&m); err != nil {
-		return nil, fmt.Errorf("decode volume record %s: %w", metaName(dir), err)
+		return nil, fmt.Errorf("decode volume record %s: %w", name, err)
 	}
 	return &m, nil
 }
@@ -464,6 +481,7 @@ func (s *Share) writeMeta(root int, dir []string, m Meta) error {
 		return err
 	}
 	defer unix.Close(md)
+	m.Dir = strings.Join(dir, "/")
 	data, _ := json.Marshal(m)
 	tmp := metaName(dir) + "." + randomSuffix()
 	fd, err := unix.Openat(md, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
@@ -483,6 +501,48 @@ func (s *Share) writeMeta(root int, dir []string, m Meta) error {
 		return fmt.Errorf("write volume record: %w", err)
 	}
 	return nil
+}
+
+// Records returns every volume record on the share (records without a Dir,
+// from before it was recorded, are returned with Dir empty). Unreadable or
+// half-written records are skipped: a record is written to a temporary name
+// and renamed, so only foreign files can be undecodable.
+func (s *Share) Records(ctx context.Context) ([]Meta, error) {
+	root, err := s.openRoot()
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(root)
+	md, err := resolve(root, []string{metaDir})
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(md)
+	names, err := readDirNames(md)
+	if err != nil {
+		return nil, fmt.Errorf("list volume records: %w", err)
+	}
+	out := make([]Meta, 0, len(names))
+	for _, n := range names {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if !strings.HasSuffix(n, ".json") {
+			continue
+		}
+		m, err := readMetaFile(md, n)
+		if err != nil || m == nil {
+			if err != nil {
+				klog.FromContext(ctx).V(2).Info("Skipping unreadable volume record", "share", s.root, "record", n, "err", err)
+			}
+			continue
+		}
+		out = append(out, *m)
+	}
+	return out, nil
 }
 
 func (s *Share) removeMeta(root int, dir []string) error {

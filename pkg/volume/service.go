@@ -199,19 +199,24 @@ func (s *Service) Create(ctx context.Context, req Request) (*Result, error) {
 	}
 
 	if info.Meta != nil && info.Meta.PV == req.Name {
-		// A retry for the same volume (e.g. the PV could not be saved).
+		// A retry for the same volume (e.g. the PV could not be saved, or the
+		// process died before saving it): its GID must stay taken.
 		s.markPending(loc, req)
 		res := &Result{ID: id, GID: groupOf(info, req.Config), CapacityBytes: info.Meta.CapacityBytes}
+		if res.GID >= 0 && s.gids != nil && req.Config.AllocateGID() {
+			s.gids.Reserve(res.GID)
+		}
 		return res, s.applyClaimLimit(ctx, b, id, req, res)
 	}
 	if err := s.checkReattach(ctx, loc, req, info); err != nil {
 		return nil, err
 	}
+	gid := groupOf(info, req.Config)
+	meta.GID = max(gid, 0)
 	if err := share.SetMeta(id.Dir, meta); err != nil {
 		return nil, wrapStorage(err)
 	}
 	s.markPending(loc, req)
-	gid := groupOf(info, req.Config)
 	if gid >= 0 && s.gids != nil && req.Config.AllocateGID() {
 		s.gids.Reserve(gid)
 	}
@@ -242,6 +247,7 @@ func (s *Service) carve(ctx context.Context, share *dirvol.Share, id volid.ID, r
 		gid = g
 	}
 	own.GID = max(gid, 0)
+	meta.GID = own.GID
 	created, err := share.Create(ctx, id.Dir, own, meta)
 	if err != nil || !created {
 		if s.gids != nil && cfg.AllocateGID() && gid >= 0 {
