@@ -75,7 +75,7 @@ func (s *ControllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolu
 	if vreq.Config.VolumePerClaim() {
 		return s.createWholeVolume(ctx, req, vreq, size)
 	}
-	id, b, err := s.d.svc.Locate(vreq)
+	id, _, err := s.d.svc.Locate(vreq)
 	if err != nil {
 		return nil, toStatus(err, noLookup)
 	}
@@ -85,7 +85,7 @@ func (s *ControllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolu
 	}
 	defer releaseID()
 
-	existing, err := s.checkExisting(ctx, b, id, req)
+	existing, err := s.checkExisting(ctx, id, req)
 	if err != nil {
 		return nil, toStatus(err, noLookup)
 	}
@@ -227,8 +227,8 @@ func claimUID(name string) string {
 // also refuses a directory recorded for another volume: DeleteVolume carries
 // only the ID, which the two would share, so carve could no longer tell
 // whose deletion it is.
-func (s *ControllerServer) checkExisting(ctx context.Context, b backend.Backend, id volid.ID, req *csi.CreateVolumeRequest) (int64, error) {
-	share, err := b.Share(ctx, id.Servers, id.Share)
+func (s *ControllerServer) checkExisting(ctx context.Context, id volid.ID, req *csi.CreateVolumeRequest) (int64, error) {
+	share, err := s.d.svc.Share(ctx, id)
 	if err != nil {
 		return 0, err
 	}
@@ -309,11 +309,10 @@ func (s *ControllerServer) deletingName(ctx context.Context, id volid.ID) (strin
 	if len(id.Dir) == 0 {
 		return "", nil // a whole Gluster volume has no directory record
 	}
-	b, err := s.d.backendOf(id)
-	if err != nil {
+	if _, err := s.d.backendOf(id); err != nil {
 		return "", err
 	}
-	share, err := b.Share(ctx, id.Servers, id.Share)
+	share, err := s.d.svc.Share(ctx, id)
 	if err != nil {
 		return "", err
 	}
@@ -379,12 +378,15 @@ func (s *ControllerServer) exists(ctx context.Context, id volid.ID) error {
 	if err != nil {
 		return err
 	}
-	share, err := b.Share(ctx, id.Servers, id.Share)
-	if err != nil {
+	if len(id.Dir) == 0 {
+		// A whole Gluster volume: the share is the volume, and its root
+		// belongs to the claim (no identity file is written there).
+		_, err := b.Share(ctx, id.Servers, id.Share)
 		return err
 	}
-	if len(id.Dir) == 0 {
-		return nil // a whole Gluster volume: the share is the volume
+	share, err := s.d.svc.Share(ctx, id)
+	if err != nil {
+		return err
 	}
 	_, err = share.Lookup(id.Dir)
 	return err

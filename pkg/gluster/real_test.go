@@ -214,7 +214,7 @@ func TestSubdirQuota(t *testing.T) {
 				t.Fatal(err)
 			}
 			svc.WaitPurges()
-			if want := map[string]string{"archive": "archived", "delete": "deleted"}[policy]; out.Action != want {
+			if want := map[string]backend.Action{"archive": backend.ActionArchived, "delete": backend.ActionDeleted}[policy]; out.Action != want {
 				t.Errorf("Delete = %+v", out)
 			}
 			if got := hardLimit(t, c, v.Name, path); got != -1 {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/carve-csi/carve/pkg/backend/backendtest"
+	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/pkg/sharemount"
 )
 
@@ -15,6 +16,9 @@ func TestConformance(t *testing.T) {
 	backendtest.Run(t, func(t *testing.T) backendtest.Env {
 		root := filepath.Join(t.TempDir(), "export")
 		if err := os.Mkdir(root, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := dirvol.Declare(root); err != nil {
 			t.Fatal(err)
 		}
 		m := sharemount.Map{}

@@ -54,6 +54,19 @@ func (f *FakeCluster) Referrers(_ context.Context, loc string) ([]volume.Ref, er
 	return append([]volume.Ref(nil), f.refs[loc]...), nil
 }
 
+// Nested implements volume.Referrers.
+func (f *FakeCluster) Nested(_ context.Context, loc string) ([]volume.Ref, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []volume.Ref
+	for l, refs := range f.refs {
+		if strings.HasPrefix(l, loc+"/") {
+			out = append(out, refs...)
+		}
+	}
+	return out, nil
+}
+
 // GIDs is a simple in-memory volume.GIDAllocator for tests.
 type GIDs struct {
 	mu   sync.Mutex
@@ -282,17 +295,17 @@ func Run(t *testing.T, newEnv func(t *testing.T) Env) {
 			_, statErr := os.Stat(f.local(res))
 			switch policy {
 			case "retain":
-				if out.Action != "retained" || statErr != nil {
+				if out.Action != backend.ActionRetained || statErr != nil {
 					t.Errorf("retain: %+v, dir %v", out, statErr)
 				}
 			case "archive":
 				data, err := os.ReadFile(filepath.Join(f.env.LocalRoot, out.Where, "f"))
-				if out.Action != "archived" || !os.IsNotExist(statErr) || err != nil || string(data) != "archive" {
+				if out.Action != backend.ActionArchived || !os.IsNotExist(statErr) || err != nil || string(data) != "archive" {
 					t.Errorf("archive: %+v, dir %v, archived data %q %v", out, statErr, data, err)
 				}
 			case "delete":
 				trash, _ := os.ReadDir(filepath.Join(f.env.LocalRoot, ".carve-trash"))
-				if out.Action != "deleted" || !os.IsNotExist(statErr) || len(trash) != 0 {
+				if out.Action != backend.ActionDeleted || !os.IsNotExist(statErr) || len(trash) != 0 {
 					t.Errorf("delete: %+v, dir %v, trash %v", out, statErr, trash)
 				}
 			}
@@ -314,7 +327,7 @@ func Run(t *testing.T, newEnv func(t *testing.T) Env) {
 		f.create(req(cfg, "pvc-new", "ns", "d")) // re-attached
 		f.cluster.Set(old.ID.Location(), volume.Ref{PV: "pvc-old", Namespace: "ns"}, volume.Ref{PV: "pvc-new", Namespace: "ns", Live: true})
 		out, err := f.svc.Delete(f.ctx, "pvc-old", old.ID)
-		if err != nil || out.Action != "kept-in-use" || out.Where != "pvc-new" {
+		if err != nil || out.Action != backend.ActionKeptInUse || out.Where != "pvc-new" {
 			t.Fatalf("Delete of the old PV = %+v, %v; want kept for pvc-new", out, err)
 		}
 		if _, err := os.Stat(f.local(old)); err != nil {
