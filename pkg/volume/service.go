@@ -160,7 +160,7 @@ func (s *Service) Locate(req Request) (volid.ID, backend.Backend, error) {
 	}
 	id := volid.ID{Backend: cfg.Backend, Servers: b.Servers(cfg), Share: cfg.Share, Dir: dir, OnDelete: cfg.OnDelete}
 	if err := id.Validate(); err != nil {
-		return volid.ID{}, nil, fmt.Errorf("%w: %v", backend.ErrInvalid, err)
+		return volid.ID{}, nil, fmt.Errorf("%w: %w", backend.ErrInvalid, err)
 	}
 	return id, b, nil
 }
@@ -234,13 +234,23 @@ func (s *Service) Create(ctx context.Context, req Request) (*Result, error) {
 
 	if info.Meta != nil && info.Meta.PV == req.Name {
 		// A retry for the same volume (e.g. the PV could not be saved, or the
-		// process died before saving it): its GID must stay taken.
+		// process died before saving it): its GID must stay taken, and a
+		// limit an expansion raised since must not be lowered.
 		s.markPending(loc, req)
+		req.SizeBytes = max(req.SizeBytes, info.Meta.CapacityBytes)
 		res := &Result{ID: id, GID: groupOf(info, req.Config), CapacityBytes: info.Meta.CapacityBytes}
 		if res.GID >= 0 && s.gids != nil && req.Config.AllocateGID() {
 			s.gids.Reserve(res.GID)
 		}
 		return res, s.applyClaimLimit(ctx, b, id, req, res)
+	}
+	if s.referrers == nil && info.Meta != nil && info.Meta.PV != "" {
+		// Without a cluster view carve cannot tell whether that volume still
+		// exists, and a delete (which carries only the ID the two would
+		// share) could no longer tell whose deletion it is.
+		return nil, fmt.Errorf("%w: directory %s on %s is recorded for volume %s; without a cluster view (--kube-referrers) "+
+			"carve cannot tell whether that volume still exists, so it does not hand the directory to %s",
+			backend.ErrConflict, id.DirPath(), id.Share, info.Meta.PV, req.Name)
 	}
 	if err := s.checkReattach(ctx, loc, req, info); err != nil {
 		return nil, err
@@ -346,7 +356,7 @@ func (s *Service) refs(ctx context.Context, loc, self string) ([]Ref, error) {
 	if s.referrers != nil {
 		rs, err := s.referrers.Referrers(ctx, loc)
 		if err != nil {
-			return nil, fmt.Errorf("%w: list PersistentVolumes: %v", backend.ErrUnavailable, err)
+			return nil, fmt.Errorf("%w: list PersistentVolumes: %w", backend.ErrUnavailable, err)
 		}
 		for _, r := range rs {
 			if r.PV != self {
@@ -481,6 +491,47 @@ func (s *Service) Delete(ctx context.Context, name string, id volid.ID) (Outcome
 	return Outcome{}, fmt.Errorf("%w: onDelete %q", backend.ErrInvalid, id.OnDelete)
 }
 
+// DeletingName names the volume a delete that carries only an ID is for
+// (CSI DeleteVolume): the ID is shared by a volume and any later volume that
+// re-attached its directory. The directory's record names its last holder.
+// Without a cluster view that is the volume being deleted (Create hands a
+// recorded directory to no other volume then). With one, it is the holder
+// only if its PV is visible and released; otherwise "" lets the live PVs
+// (and volumes handed out but not yet visible) decide, which keeps the
+// directory when in doubt.
+func (s *Service) DeletingName(ctx context.Context, id volid.ID) (string, error) {
+	if len(id.Dir) == 0 {
+		return "", nil // a whole Gluster volume has no directory record
+	}
+	share, err := s.Share(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	info, err := share.Lookup(id.Dir)
+	switch {
+	case errors.Is(err, dirvol.ErrNotFound):
+		return "", nil
+	case err != nil:
+		return "", wrapStorage(err)
+	case info.Meta == nil || info.Meta.PV == "":
+		return "", nil
+	}
+	holder := info.Meta.PV
+	if s.referrers == nil {
+		return holder, nil
+	}
+	refs, err := s.referrers.Referrers(ctx, id.Location())
+	if err != nil {
+		return "", fmt.Errorf("%w: list PersistentVolumes: %w", backend.ErrUnavailable, err)
+	}
+	for _, r := range refs {
+		if r.PV == holder && !r.Live {
+			return holder, nil
+		}
+	}
+	return "", nil
+}
+
 // Expand records a larger size for a volume and enforces it where the backend
 // is a Limiter. It never shrinks: it returns the larger of the recorded and the
 // requested size. A missing directory is backend.ErrNotFound.
@@ -591,7 +642,7 @@ func groupOf(info *dirvol.Info, cfg *params.Config) int64 {
 // resolve; anything else is worth a retry.
 func wrapStorage(err error) error {
 	if errors.Is(err, dirvol.ErrUnsafe) {
-		return fmt.Errorf("%w: %v", backend.ErrConflict, err)
+		return fmt.Errorf("%w: %w", backend.ErrConflict, err)
 	}
-	return fmt.Errorf("%w: %v", backend.ErrUnavailable, err)
+	return fmt.Errorf("%w: %w", backend.ErrUnavailable, err)
 }
