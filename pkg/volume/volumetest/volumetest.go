@@ -1,6 +1,6 @@
-// Package backendtest is the conformance suite every carve backend passes:
+// Package volumetest is the conformance suite every carve backend passes:
 // the same claims, conflicts and deletions, through the same volume service.
-package backendtest
+package volumetest
 
 import (
 	"context"
@@ -332,6 +332,41 @@ func Run(t *testing.T, newEnv func(t *testing.T) Env) {
 		}
 		if _, err := os.Stat(f.local(old)); err != nil {
 			t.Errorf("directory of a live PV removed: %v", err)
+		}
+	})
+
+	t.Run("VolumesNeverNest", func(t *testing.T) {
+		f := newFixture(t, newEnv)
+		inner := f.config("onDelete", "delete")
+		outer := f.config("onDelete", "delete", "pathPattern", "${pvc.metadata.namespace}")
+		in := f.create(req(inner, "pvc-inner", "nest", "inner"))
+		f.cluster.Set(in.ID.Location(), volume.Ref{PV: "pvc-inner", Namespace: "nest", Live: true})
+		if err := os.WriteFile(f.local(in, "f"), []byte("live"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// A class rendering the parent must not adopt it.
+		_, err := f.svc.Create(f.ctx, req(outer, "pvc-outer", "nest", "outer"))
+		if !errors.Is(err, backend.ErrConflict) || !strings.Contains(err.Error(), "pvc-inner") {
+			t.Fatalf("outer over a live inner volume: %v, want ErrConflict naming pvc-inner", err)
+		}
+		// A delete naming the parent (no carve record) removes nothing.
+		parent := in.ID
+		parent.Dir = parent.Dir[:1]
+		if out, err := f.svc.Delete(f.ctx, "", parent); err != nil || out.Action != backend.ActionKeptUnrecorded {
+			t.Fatalf("Delete of the parent = %+v, %v; want kept-unrecorded", out, err)
+		}
+		f.svc.WaitPurges()
+		if data, err := os.ReadFile(f.local(in, "f")); err != nil || string(data) != "live" {
+			t.Fatalf("inner volume's data after deleting its parent: %q %v", data, err)
+		}
+		// The other order: nothing is carved inside an existing volume.
+		out := f.create(req(outer, "pvc-outer2", "other", "x"))
+		_, err = f.svc.Create(f.ctx, req(inner, "pvc-inner2", "other", "y"))
+		if !errors.Is(err, backend.ErrConflict) || !strings.Contains(err.Error(), "pvc-outer2") {
+			t.Fatalf("inner inside an outer volume: %v, want ErrConflict naming pvc-outer2", err)
+		}
+		if _, err := os.Stat(filepath.Join(f.local(out), "y")); err == nil {
+			t.Fatal("a volume was carved inside another volume")
 		}
 	})
 
