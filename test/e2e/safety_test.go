@@ -73,6 +73,20 @@ func createClaim(t *testing.T, client kubernetes.Interface, ns, name, class stri
 	}
 }
 
+// logEvents shows a claim's events in the test log (what a user reads).
+func logEvents(t *testing.T, client kubernetes.Interface, ns, name string) {
+	t.Helper()
+	events, err := client.CoreV1().Events(ns).List(t.Context(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range events.Items {
+		if ev.InvolvedObject.Name == name {
+			t.Logf("event on %s/%s: %s %s: %s", ns, name, ev.Type, ev.Reason, ev.Message)
+		}
+	}
+}
+
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func(ctx context.Context) (bool, error)) {
 	t.Helper()
 	start := time.Now()
@@ -153,6 +167,7 @@ func TestProvisionerShareMountGone(t *testing.T) {
 		waitFor(t, "ProvisioningFailed naming the share on "+c, time.Minute,
 			claimEvent(client, ns, c, "ProvisioningFailed", nfs.Server()+":"+nfs.Export(), mnt))
 	}
+	logEvents(t, client, ns, claims[0])
 	waitFor(t, "/readyz not ready", 30*time.Second, func(context.Context) (bool, error) {
 		code, err := env.ProvisionerReady()
 		return err == nil && code == http.StatusServiceUnavailable, nil
@@ -215,6 +230,7 @@ func TestProvisionerVolumesNeverNest(t *testing.T) {
 	createClaim(t, client, ns, "outer", "per-namespace")
 	waitFor(t, "outer refused naming inner's volume", time.Minute,
 		claimEvent(client, ns, "outer", "ProvisioningFailed", "never nest", pvName("inner")))
+	logEvents(t, client, ns, "outer")
 	if ok, _ := bound(client, ns, "outer")(t.Context()); ok {
 		t.Fatal("the outer claim bound to the directory holding the inner volume")
 	}
@@ -236,6 +252,7 @@ func TestProvisionerVolumesNeverNest(t *testing.T) {
 	}
 	waitFor(t, "inner refused naming outer's volume", time.Minute,
 		claimEvent(client, ns2, "inner", "ProvisioningFailed", "never nest", outerPV.Spec.VolumeName))
+	logEvents(t, client, ns2, "inner")
 	if _, err := os.Stat(filepath.Join(export, ns2, "inner")); err == nil {
 		t.Fatal("a volume was carved inside another volume")
 	}
