@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"path"
-	"sync"
 
 	"github.com/carve-csi/carve/pkg/backend"
 	"github.com/carve-csi/carve/pkg/dirvol"
@@ -17,14 +16,11 @@ import (
 // Backend carves directories on NFS exports.
 type Backend struct {
 	resolver *sharemount.Resolver
-
-	mu     sync.Mutex
-	shares map[string]*dirvol.Share // one engine per share, so its lock is shared
 }
 
 // New returns the NFS backend reaching shares through resolver.
 func New(resolver *sharemount.Resolver) *Backend {
-	return &Backend{resolver: resolver, shares: map[string]*dirvol.Share{}}
+	return &Backend{resolver: resolver}
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -35,29 +31,20 @@ func (b *Backend) Kind() string { return params.BackendNFS }
 // Servers implements backend.Backend.
 func (b *Backend) Servers(cfg *params.Config) []string { return []string{cfg.Server} }
 
-// Share implements backend.Backend.
+// Share implements backend.Backend. The share is resolved on every call, as
+// the Gluster backend does, so an on-demand mount (--mounts-dir) that died is
+// mounted again; dirvol keeps one engine per local path, so its lock and its
+// verified identity are shared all the same.
 func (b *Backend) Share(ctx context.Context, servers []string, share string) (*dirvol.Share, error) {
 	key := sharemount.Key(servers[0], share)
-	b.mu.Lock()
-	s, ok := b.shares[key]
-	b.mu.Unlock()
-	if ok {
-		return s, nil
-	}
 	local, err := b.resolver.LocalPath(ctx, servers, share, source(servers[0], share), "nfs", nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: NFS share %s: %w", backend.ErrUnavailable, key, err)
 	}
-	s, err = dirvol.Open(local)
+	s, err := dirvol.Open(local)
 	if err != nil {
 		return nil, fmt.Errorf("%w: NFS share %s at %s: %w", backend.ErrUnavailable, key, local, err)
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if old, ok := b.shares[key]; ok {
-		return old, nil
-	}
-	b.shares[key] = s
 	return s, nil
 }
 

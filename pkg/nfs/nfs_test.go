@@ -1,13 +1,16 @@
 package nfs
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
 
-	"github.com/carve-csi/carve/pkg/volume/volumetest"
+	mount "k8s.io/mount-utils"
+
 	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/pkg/sharemount"
+	"github.com/carve-csi/carve/pkg/volume/volumetest"
 )
 
 // The NFS backend on a share reached through --mount-map (here a local
@@ -31,4 +34,36 @@ func TestConformance(t *testing.T) {
 			LocalRoot: root,
 		}
 	})
+}
+
+// TestOnDemandShareRemounted: a share the backend mounted itself
+// (--mounts-dir) and that went away is mounted again on the next use; the
+// backend does not hold on to a dead mount.
+func TestOnDemandShareRemounted(t *testing.T) {
+	ctx := context.Background()
+	fake := mount.NewFakeMounter(nil)
+	b := New(&sharemount.Resolver{MountsDir: t.TempDir(), Mounter: fake})
+	s1, err := b.Share(ctx, []string{"srv"}, "/export")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fake.Unmount(s1.Root()); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := b.Share(ctx, []string{"srv"}, "/export")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2 != s1 {
+		t.Error("a second engine for the same local path")
+	}
+	n := 0
+	for _, a := range fake.GetLog() {
+		if a.Action == "mount" && a.Source == "srv:/export" && a.FSType == "nfs" {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d mounts of srv:/export, want 2 (mounted again after it went away)", n)
+	}
 }
