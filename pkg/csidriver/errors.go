@@ -25,7 +25,8 @@ import (
 //	                                        (no carve volume can have that ID), else InvalidArgument
 //	backend.ErrNotFound, dirvol.ErrNotFound NotFound
 //	backend.ErrConflict, dirvol.ErrUnsafe   FailedPrecondition (the storage must be fixed first)
-//	backend.ErrUnavailable                  Unavailable (retry)
+//	backend.ErrUnavailable,                 Unavailable (retry)
+//	dirvol.ErrShareUnverified
 //	anything else                           Internal
 
 var (
@@ -76,7 +77,7 @@ func codeOf(err error, rpc lookupRPC) codes.Code {
 		return codes.NotFound
 	case errors.Is(err, backend.ErrConflict), errors.Is(err, dirvol.ErrUnsafe):
 		return codes.FailedPrecondition
-	case errors.Is(err, backend.ErrUnavailable):
+	case errors.Is(err, backend.ErrUnavailable), errors.Is(err, dirvol.ErrShareUnverified):
 		return codes.Unavailable
 	}
 	return codes.Internal
