@@ -146,7 +146,7 @@ func TestLongClaimNames(t *testing.T) {
 		{"archive", "", "data-" + strings.Repeat("a", 248)},
 		{"archive", "team/${pvc.metadata.namespace}/${pv.metadata.name}/${pvc.metadata.name}", "data-" + strings.Repeat("b", 248)},
 		{"delete", "", "data-" + strings.Repeat("d", 248)},
-		{"delete", "", "data-" + strings.Repeat("e", 235)}, // 240
+		{"delete", "", "data-" + strings.Repeat("e", 235)},  // 240
 		{"archive", "", "data-" + strings.Repeat("f", 225)}, // 230
 	} {
 		t.Run(fmt.Sprintf("%s-%d", tc.policy, len(tc.claim)), func(t *testing.T) {
