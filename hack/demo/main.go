@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/carve-csi/carve/internal/testenv/ganesha"
+	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/test/cluster"
 	"github.com/carve-csi/carve/test/scenario"
 )
@@ -51,6 +52,10 @@ func run(exitAtEnd bool) error {
 	defer os.RemoveAll(work)
 	share := filepath.Join(work, "export")
 	if err := os.Mkdir(share, 0o755); err != nil {
+		return err
+	}
+	// carve reaches the export without a mount of its own: declare it the share.
+	if err := dirvol.Declare(share); err != nil {
 		return err
 	}
 	fmt.Println("Starting NFS-Ganesha exporting", share, "as 127.0.0.1:/export")

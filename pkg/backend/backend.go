@@ -84,10 +84,35 @@ type CarvedVolume struct {
 	Warnings []string
 }
 
-// VolumeOutcome says what DeleteVolume did: Action is "archived", "deleted",
-// "absent" or "kept-in-use"; Where names the kept volume or leftovers.
+// Action is what a delete did with a volume's data.
+type Action string
+
+// The outcomes of deleting a volume.
+const (
+	ActionRetained Action = "retained" // onDelete retain: left in place
+	ActionArchived Action = "archived" // moved to the archive; Where says where
+	ActionDeleted  Action = "deleted"  // moved to the trash, purged in the background
+	ActionAbsent   Action = "absent"   // nothing there any more
+	// ActionKeptInUse: another live volume uses the data; Where names it.
+	ActionKeptInUse Action = "kept-in-use"
+	// ActionKeptHoldsVolumes: the directory holds other volumes' directories;
+	// Where names one.
+	ActionKeptHoldsVolumes Action = "kept-holds-volumes"
+	// ActionKeptUnrecorded: carve has no record of having carved the
+	// directory, so it is not carve's to remove.
+	ActionKeptUnrecorded Action = "kept-unrecorded"
+)
+
+// Gone reports whether the volume's data is no longer in place (its GID may
+// be reused).
+func (a Action) Gone() bool {
+	return a == ActionArchived || a == ActionDeleted || a == ActionAbsent
+}
+
+// VolumeOutcome says what DeleteVolume did; Where names the kept volume or
+// leftovers.
 type VolumeOutcome struct {
-	Action string
+	Action Action
 	Where  string
 }
 

@@ -10,7 +10,6 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/carve-csi/carve/pkg/backend"
-	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/pkg/params"
 	"github.com/carve-csi/carve/pkg/provisioner"
 	"github.com/carve-csi/carve/pkg/volid"
@@ -75,7 +74,7 @@ func (s *ControllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolu
 	if vreq.Config.VolumePerClaim() {
 		return s.createWholeVolume(ctx, req, vreq, size)
 	}
-	id, b, err := s.d.svc.Locate(vreq)
+	id, _, err := s.d.svc.Locate(vreq)
 	if err != nil {
 		return nil, toStatus(err, noLookup)
 	}
@@ -85,18 +84,18 @@ func (s *ControllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolu
 	}
 	defer releaseID()
 
-	existing, err := s.checkExisting(ctx, b, id, req)
-	if err != nil {
-		return nil, toStatus(err, noLookup)
-	}
-	// A retry must not lower a limit an expansion raised since.
-	vreq.SizeBytes = max(vreq.SizeBytes, existing)
 	res, err := s.d.svc.Create(ctx, vreq)
 	if err != nil {
 		return nil, toStatus(err, noLookup)
 	}
 	capacity := size
-	if existing > 0 {
+	if existing := res.CapacityBytes; existing > 0 {
+		// This name's volume exists already (a retry): it must fit the request.
+		r := req.GetCapacityRange()
+		if existing < r.GetRequiredBytes() || (r.GetLimitBytes() > 0 && existing > r.GetLimitBytes()) {
+			return nil, toStatus(fmt.Errorf("%w: volume %s exists with %d bytes, the request asks for %d..%d",
+				errIncompatible, req.GetName(), existing, r.GetRequiredBytes(), r.GetLimitBytes()), noLookup)
+		}
 		capacity = existing
 	}
 	if res.Reattached {
@@ -221,41 +220,6 @@ func claimUID(name string) string {
 	return uid
 }
 
-// checkExisting looks at the directory before the core touches it. It
-// returns the recorded size when this name already owns the directory and
-// fails when the request does not fit that volume. Without a cluster view it
-// also refuses a directory recorded for another volume: DeleteVolume carries
-// only the ID, which the two would share, so carve could no longer tell
-// whose deletion it is.
-func (s *ControllerServer) checkExisting(ctx context.Context, b backend.Backend, id volid.ID, req *csi.CreateVolumeRequest) (int64, error) {
-	share, err := b.Share(ctx, id.Servers, id.Share)
-	if err != nil {
-		return 0, err
-	}
-	info, err := share.Lookup(id.Dir)
-	if errors.Is(err, dirvol.ErrNotFound) || (err == nil && info.Meta == nil) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("%w: %v", backend.ErrUnavailable, err)
-	}
-	m := info.Meta
-	if m.PV == req.GetName() {
-		r := req.GetCapacityRange()
-		if m.CapacityBytes > 0 && (m.CapacityBytes < r.GetRequiredBytes() || (r.GetLimitBytes() > 0 && m.CapacityBytes > r.GetLimitBytes())) {
-			return 0, fmt.Errorf("%w: volume %s exists with %d bytes, the request asks for %d..%d",
-				errIncompatible, req.GetName(), m.CapacityBytes, r.GetRequiredBytes(), r.GetLimitBytes())
-		}
-		return m.CapacityBytes, nil
-	}
-	if s.d.cfg.Referrers == nil && m.PV != "" {
-		return 0, fmt.Errorf("%w: directory %s on %s is recorded for volume %s; without a cluster view (--kube-referrers) "+
-			"carve cannot tell whether that volume still exists, so it does not hand the directory to %s",
-			backend.ErrConflict, id.DirPath(), id.Share, m.PV, req.GetName())
-	}
-	return 0, nil
-}
-
 // DeleteVolume applies the onDelete policy recorded in the ID. An ID that
 // is not carve's, or a directory already gone, is success (CSI: idempotent).
 func (s *ControllerServer) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
@@ -278,7 +242,7 @@ func (s *ControllerServer) DeleteVolume(ctx context.Context, req *csi.DeleteVolu
 		return nil, toStatus(err, lookup)
 	}
 	defer release()
-	name, err := s.deletingName(ctx, id)
+	name, err := s.d.svc.DeletingName(ctx, id)
 	if err == nil {
 		var out volume.Outcome
 		out, err = s.d.svc.Delete(ctx, name, id)
@@ -295,51 +259,6 @@ func (s *ControllerServer) DeleteVolume(ctx context.Context, req *csi.DeleteVolu
 		return &csi.DeleteVolumeResponse{}, nil
 	}
 	return nil, toStatus(err, lookup)
-}
-
-// deletingName names the volume being deleted, for the core's checks: CSI
-// DeleteVolume carries only the ID, which a volume that re-attached the
-// directory shares with the one it replaced. The directory's record names its
-// last holder. Without a cluster view that is the volume being deleted (no
-// other volume can have taken the directory over: checkExisting). With one,
-// it is the holder only if its PV is visible and released; otherwise "" lets
-// the live PVs (and volumes handed out but not yet visible) decide, which
-// keeps the directory when in doubt.
-func (s *ControllerServer) deletingName(ctx context.Context, id volid.ID) (string, error) {
-	if len(id.Dir) == 0 {
-		return "", nil // a whole Gluster volume has no directory record
-	}
-	b, err := s.d.backendOf(id)
-	if err != nil {
-		return "", err
-	}
-	share, err := b.Share(ctx, id.Servers, id.Share)
-	if err != nil {
-		return "", err
-	}
-	info, err := share.Lookup(id.Dir)
-	switch {
-	case errors.Is(err, dirvol.ErrNotFound):
-		return "", nil
-	case err != nil:
-		return "", fmt.Errorf("%w: %v", backend.ErrUnavailable, err)
-	case info.Meta == nil || info.Meta.PV == "":
-		return "", nil
-	}
-	holder := info.Meta.PV
-	if s.d.cfg.Referrers == nil {
-		return holder, nil
-	}
-	refs, err := s.d.cfg.Referrers.Referrers(ctx, id.Location())
-	if err != nil {
-		return "", fmt.Errorf("%w: list PersistentVolumes: %v", backend.ErrUnavailable, err)
-	}
-	for _, r := range refs {
-		if r.PV == holder && !r.Live {
-			return holder, nil
-		}
-	}
-	return "", nil
 }
 
 // ValidateVolumeCapabilities confirms filesystem capabilities of an existing
@@ -379,12 +298,15 @@ func (s *ControllerServer) exists(ctx context.Context, id volid.ID) error {
 	if err != nil {
 		return err
 	}
-	share, err := b.Share(ctx, id.Servers, id.Share)
-	if err != nil {
+	if len(id.Dir) == 0 {
+		// A whole Gluster volume: the share is the volume, and its root
+		// belongs to the claim (no identity file is written there).
+		_, err := b.Share(ctx, id.Servers, id.Share)
 		return err
 	}
-	if len(id.Dir) == 0 {
-		return nil // a whole Gluster volume: the share is the volume
+	share, err := s.d.svc.Share(ctx, id)
+	if err != nil {
+		return err
 	}
 	_, err = share.Lookup(id.Dir)
 	return err
@@ -413,7 +335,7 @@ func (s *ControllerServer) GetCapacity(ctx context.Context, req *csi.GetCapacity
 	}
 	u, err := share.Statfs(nil)
 	if err != nil {
-		return nil, toStatus(fmt.Errorf("%w: %v", backend.ErrUnavailable, err), noLookup)
+		return nil, toStatus(fmt.Errorf("%w: %w", backend.ErrUnavailable, err), noLookup)
 	}
 	return &csi.GetCapacityResponse{AvailableCapacity: u.AvailableBytes}, nil
 }

@@ -16,6 +16,7 @@ import (
 	mount "k8s.io/mount-utils"
 
 	"github.com/carve-csi/carve/pkg/backend"
+	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/pkg/nfs"
 	"github.com/carve-csi/carve/pkg/provisioner"
 	"github.com/carve-csi/carve/pkg/sharemount"
@@ -42,6 +43,9 @@ func newHarness(t *testing.T, refs volume.Referrers) *harness {
 	_, ctx := ktesting.NewTestContext(t)
 	share := filepath.Join(t.TempDir(), "share")
 	if err := os.Mkdir(share, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := dirvol.Declare(share); err != nil {
 		t.Fatal(err)
 	}
 	fake := mount.NewFakeMounter(nil)
@@ -151,8 +155,11 @@ func TestCreateVolumeRejects(t *testing.T) {
 			wantCode(t, err, codes.InvalidArgument, tc.contains...)
 		})
 	}
-	if entries, _ := os.ReadDir(h.share); len(entries) != 0 {
-		t.Errorf("rejected requests left %d entries on the share", len(entries))
+	entries, _ := os.ReadDir(h.share)
+	for _, e := range entries {
+		if e.Name() != ".carve-share" { // the share's identity, declared by the test
+			t.Errorf("rejected requests left %s on the share", e.Name())
+		}
 	}
 }
 
@@ -371,11 +378,19 @@ type fakeRefs struct {
 	refs []volume.Ref
 }
 
-func (f *fakeRefs) Referrers(context.Context, string) ([]volume.Ref, error) {
+// Referrers answers for the volume directories of these tests, which sit two
+// levels deep (<namespace>/<claim>); their parents have no PVs.
+func (f *fakeRefs) Referrers(_ context.Context, loc string) ([]volume.Ref, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if strings.Count(loc[strings.LastIndex(loc, "#")+1:], "/") != 1 {
+		return nil, nil
+	}
 	return append([]volume.Ref(nil), f.refs...), nil
 }
+
+// Nested: no PV of these tests lies inside another's directory.
+func (f *fakeRefs) Nested(context.Context, string) ([]volume.Ref, error) { return nil, nil }
 
 func (f *fakeRefs) set(refs ...volume.Ref) {
 	f.mu.Lock()

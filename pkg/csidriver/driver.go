@@ -147,7 +147,7 @@ func New(cfg Config, mounter mount.Interface) (*Driver, error) {
 func (d *Driver) backendOf(id volid.ID) (backend.Backend, error) {
 	b, err := d.svc.Backend(id.Backend)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", backend.ErrNotFound, err)
+		return nil, fmt.Errorf("%w: %w", backend.ErrNotFound, err)
 	}
 	return b, nil
 }

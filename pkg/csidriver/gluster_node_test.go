@@ -12,6 +12,7 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
 
+	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/pkg/volid"
 )
 
@@ -148,6 +149,9 @@ func TestPublishGlusterMapped(t *testing.T) {
 	h, checked := glusterHarness(t, nil)
 	local := filepath.Join(t.TempDir(), "gv0")
 	if err := os.MkdirAll(filepath.Join(local, "ns", "c"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := dirvol.Declare(local); err != nil {
 		t.Fatal(err)
 	}
 	h.d.cfg.MountMap["g2:gv0"] = local

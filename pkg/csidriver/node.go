@@ -104,7 +104,7 @@ func (n *NodeServer) publish(ctx context.Context, b backend.Backend, id volid.ID
 	if mapped {
 		share, err := dirvol.Open(local)
 		if err != nil {
-			return fmt.Errorf("%w: mapped share %s: %v", backend.ErrUnavailable, local, err)
+			return fmt.Errorf("%w: mapped share %s: %w", backend.ErrUnavailable, local, err)
 		}
 		if len(id.Dir) == 0 {
 			// A whole Gluster volume: the mapped path is the volume.
@@ -131,7 +131,7 @@ func (n *NodeServer) publish(ctx context.Context, b backend.Backend, id volid.ID
 			err = n.checkFUSE(target)
 		}
 		if err != nil {
-			return fmt.Errorf("%w: %s is already mounted and does not match this request: %v", errIncompatible, target, err)
+			return fmt.Errorf("%w: %s is already mounted and does not match this request: %w", errIncompatible, target, err)
 		}
 		logger.V(4).Info("Volume already published")
 		return nil

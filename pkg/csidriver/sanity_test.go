@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/carve-csi/carve/pkg/csidriver/internal/sanitytest"
+	"github.com/carve-csi/carve/pkg/dirvol"
 
 	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
 	"k8s.io/klog/v2/ktesting"
@@ -60,6 +61,9 @@ func TestSanity(t *testing.T) {
 	dir := t.TempDir()
 	share := filepath.Join(dir, "share")
 	if err := os.Mkdir(share, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := dirvol.Declare(share); err != nil {
 		t.Fatal(err)
 	}
 	// Runs before TempDir's removal: a mount left behind would make it fail

@@ -21,8 +21,8 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"k8s.io/klog/v2"
 
-	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/pkg/httpserve"
+	"github.com/carve-csi/carve/pkg/volume"
 )
 
 // Register adds the services of this driver's mode to srv.
@@ -59,18 +59,7 @@ func (d *Driver) Serve(ctx context.Context) error {
 		return fmt.Errorf("--metrics-address: %w", err)
 	}
 	if d.controller != nil {
-		// Finish purges of deleted volumes a crash interrupted.
-		for k, p := range d.cfg.MountMap {
-			go func() {
-				sh, err := dirvol.Open(p)
-				if err == nil {
-					err = sh.Purge(ctx)
-				}
-				if err != nil && ctx.Err() == nil {
-					logger.Error(err, "Purging leftovers failed", "share", k)
-				}
-			}()
-		}
+		volume.PurgeLeftovers(ctx, d.cfg.MountMap)
 	}
 
 	errc := make(chan error, 1)
@@ -95,14 +84,10 @@ func (d *Driver) Serve(ctx context.Context) error {
 	return nil
 }
 
-// checkShares: every mapped share is a reachable directory.
+// checkShares: every mapped share is verified to be the share (a node
+// plugin only reads).
 func (d *Driver) checkShares(context.Context) error {
-	for k, p := range d.cfg.MountMap {
-		if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
-			return fmt.Errorf("share %s at %s is not a reachable directory", k, p)
-		}
-	}
-	return nil
+	return volume.CheckShares(d.cfg.MountMap, d.controller == nil)
 }
 
 // listen opens a CSI endpoint: unix:///abs/path, unix://rel/path, a bare

@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -102,27 +103,43 @@ type Info struct {
 type Share struct {
 	root string
 	mu   sync.Mutex // serializes changes to the tree shape
+
+	idMu sync.Mutex
+	seen seen // the share identity verified last (identity.go)
 }
 
-// Open checks that root is a directory and returns its engine.
+// Open returns the engine of the share at root: one per root in a process,
+// so every caller shares its lock and its verified identity. The root is
+// verified by every operation, not here: a share that is down at start-up
+// works once it is back.
 func Open(root string) (*Share, error) {
-	fi, err := os.Stat(root)
-	if err != nil {
-		return nil, fmt.Errorf("share root: %w", err)
+	if !filepath.IsAbs(root) {
+		return nil, fmt.Errorf("share root %q is not an absolute path", root)
 	}
-	if !fi.IsDir() {
-		return nil, fmt.Errorf("share root %s is not a directory", root)
+	root = cleanRoot(root)
+	registry.Lock()
+	defer registry.Unlock()
+	if s, ok := registry.m[root]; ok {
+		return s, nil
 	}
-	return &Share{root: root}, nil
+	s := &Share{root: root}
+	registry.m[root] = s
+	return s, nil
 }
 
 // Root returns the local path of the share.
 func (s *Share) Root() string { return s.root }
 
-func (s *Share) openRoot() (int, error) {
+// openRoot opens the share root and verifies it is the share (Verify);
+// write says whether the caller is about to change the share.
+func (s *Share) openRoot(write bool) (int, error) {
 	fd, err := unix.Open(s.root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return -1, fmt.Errorf("open share root %s: %w", s.root, err)
+		return -1, fmt.Errorf("%w: open share root %s: %w", ErrShareUnverified, s.root, err)
+	}
+	if err := s.verify(fd, write); err != nil {
+		unix.Close(fd)
+		return -1, err
 	}
 	return fd, nil
 }
@@ -133,7 +150,7 @@ func (s *Share) open(dir []string) (root, fd int, err error) {
 	if err := checkDir(dir); err != nil {
 		return -1, -1, err
 	}
-	if root, err = s.openRoot(); err != nil {
+	if root, err = s.openRoot(false); err != nil {
 		return -1, -1, err
 	}
 	if fd, err = resolve(root, dir); err != nil {
@@ -175,7 +192,7 @@ func (s *Share) Create(ctx context.Context, dir []string, own Owner, meta Meta) 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	root, err := s.openRoot()
+	root, err := s.openRoot(true)
 	if err != nil {
 		return false, err
 	}
@@ -248,7 +265,7 @@ func (s *Share) SetMeta(dir []string, meta Meta) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	root, err := s.openRoot()
+	root, err := s.openRoot(true)
 	if err != nil {
 		return err
 	}
@@ -291,7 +308,7 @@ func (s *Share) moveAway(ctx context.Context, dir []string, into string, sub []s
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	root, err := s.openRoot()
+	root, err := s.openRoot(true)
 	if err != nil {
 		return "", err
 	}
@@ -362,7 +379,7 @@ func (s *Share) moveAway(ctx context.Context, dir []string, into string, sub []s
 // long on big volumes; it does not hold the tree lock.
 func (s *Share) Purge(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
-	root, err := s.openRoot()
+	root, err := s.openRoot(true)
 	if err != nil {
 		return err
 	}
@@ -430,7 +447,7 @@ type Usage struct {
 
 // Statfs reports the usage of the filesystem holding dir (nil: the root).
 func (s *Share) Statfs(dir []string) (Usage, error) {
-	root, err := s.openRoot()
+	root, err := s.openRoot(false)
 	if err != nil {
 		return Usage{}, err
 	}
@@ -563,7 +580,7 @@ func (s *Share) writeMeta(root int, dir []string, m Meta) error {
 // half-written records are skipped: a record is written to a temporary name
 // and renamed, so only foreign files can be undecodable.
 func (s *Share) Records(ctx context.Context) ([]Meta, error) {
-	root, err := s.openRoot()
+	root, err := s.openRoot(false)
 	if err != nil {
 		return nil, err
 	}

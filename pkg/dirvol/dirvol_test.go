@@ -20,6 +20,9 @@ func newShare(t *testing.T) (*Share, string, context.Context) {
 	if err := os.Mkdir(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	if err := Declare(root); err != nil {
+		t.Fatal(err)
+	}
 	s, err := Open(root)
 	if err != nil {
 		t.Fatal(err)

@@ -17,7 +17,7 @@ import (
 
 	"github.com/carve-csi/carve/internal/testenv/glusterd"
 	"github.com/carve-csi/carve/pkg/backend"
-	"github.com/carve-csi/carve/pkg/backend/backendtest"
+	"github.com/carve-csi/carve/pkg/volume/volumetest"
 	"github.com/carve-csi/carve/pkg/params"
 	"github.com/carve-csi/carve/pkg/sharemount"
 	"github.com/carve-csi/carve/pkg/volid"
@@ -157,14 +157,14 @@ func TestConformance(t *testing.T) {
 	v := c.CreateVolume(t, volName("conf"), 1)
 	root := c.Mount(t, v.Name)
 	n := 0
-	backendtest.Run(t, func(t *testing.T) backendtest.Env {
+	volumetest.Run(t, func(t *testing.T) volumetest.Env {
 		n++
 		dir := fmt.Sprintf("case%d", n)
 		if err := os.Mkdir(filepath.Join(root, dir), 0o755); err != nil {
 			t.Fatal(err)
 		}
 		mnt := c.Mount(t, v.Name+"/"+dir)
-		return backendtest.Env{
+		return volumetest.Env{
 			Backend:   mapped(c, map[string]string{v.Name: mnt}),
 			Params:    map[string]string{"backend": "gluster", "servers": c.Host(), "volume": v.Name},
 			LocalRoot: mnt,
@@ -179,7 +179,7 @@ func TestSubdirQuota(t *testing.T) {
 	c.EnableQuota(t, v.Name)
 	mnt := c.Mount(t, v.Name)
 	b := mapped(c, map[string]string{v.Name: mnt})
-	svc := volume.New(volume.Options{GIDs: &backendtest.GIDs{}, PurgeContext: ctx}, b)
+	svc := volume.New(volume.Options{GIDs: &volumetest.GIDs{}, PurgeContext: ctx}, b)
 
 	const size = 64 << 20
 	for _, policy := range []string{"archive", "delete"} {
@@ -214,7 +214,7 @@ func TestSubdirQuota(t *testing.T) {
 				t.Fatal(err)
 			}
 			svc.WaitPurges()
-			if want := map[string]string{"archive": "archived", "delete": "deleted"}[policy]; out.Action != want {
+			if want := map[string]backend.Action{"archive": backend.ActionArchived, "delete": backend.ActionDeleted}[policy]; out.Action != want {
 				t.Errorf("Delete = %+v", out)
 			}
 			if got := hardLimit(t, c, v.Name, path); got != -1 {
@@ -266,7 +266,7 @@ func TestVolumeMode(t *testing.T) {
 	}
 	mountsDir := t.TempDir()
 	b := New(Options{Resolver: &sharemount.Resolver{MountsDir: mountsDir, Mounter: mount.New("")}})
-	gids := &backendtest.GIDs{}
+	gids := &volumetest.GIDs{}
 	svc := volume.New(volume.Options{GIDs: gids}, b)
 	cli := NewCLI(&LocalExecutor{}, nil)
 

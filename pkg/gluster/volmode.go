@@ -297,7 +297,7 @@ func (b *Backend) DeleteVolume(ctx context.Context, name string, id volid.ID) (b
 	}
 	vol, err := cli.VolumeInfo(ctx, id.Share)
 	if errors.Is(err, backend.ErrNotFound) {
-		return backend.VolumeOutcome{Action: "absent"}, nil
+		return backend.VolumeOutcome{Action: backend.ActionAbsent}, nil
 	}
 	if err != nil {
 		return backend.VolumeOutcome{}, err
@@ -309,7 +309,7 @@ func (b *Backend) DeleteVolume(ctx context.Context, name string, id volid.ID) (b
 			"delete it by hand if it is no longer needed", backend.ErrConflict, id.Share, OptPV)
 	case name != "" && owner != name:
 		logger.Info("Keeping Gluster volume: it belongs to another PersistentVolume", "owner", owner)
-		return backend.VolumeOutcome{Action: "kept-in-use", Where: owner}, nil
+		return backend.VolumeOutcome{Action: backend.ActionKeptInUse, Where: owner}, nil
 	}
 
 	switch id.OnDelete {
@@ -326,7 +326,7 @@ func (b *Backend) DeleteVolume(ctx context.Context, name string, id volid.ID) (b
 			}
 		}
 		logger.Info("Archived Gluster volume: stopped and kept")
-		return backend.VolumeOutcome{Action: "archived", Where: id.Share}, nil
+		return backend.VolumeOutcome{Action: backend.ActionArchived, Where: id.Share}, nil
 	case params.OnDeleteDelete:
 	default:
 		return backend.VolumeOutcome{}, fmt.Errorf("%w: onDelete %q", backend.ErrInvalid, id.OnDelete)
@@ -345,7 +345,7 @@ func (b *Backend) DeleteVolume(ctx context.Context, name string, id volid.ID) (b
 	if _, err := cli.Run(ctx, "volume", "delete", id.Share); err != nil && !errors.Is(err, backend.ErrNotFound) {
 		return backend.VolumeOutcome{}, fmt.Errorf("delete Gluster volume %s: %w", id.Share, err)
 	}
-	out := backend.VolumeOutcome{Action: "deleted"}
+	out := backend.VolumeOutcome{Action: backend.ActionDeleted}
 	if len(leftovers) > 0 {
 		out.Where = "brick directories left for an administrator to remove: " + strings.Join(leftovers, ", ")
 		logger.Info("Deleted Gluster volume; some brick directories are out of carve's reach", "leftovers", leftovers)

@@ -46,11 +46,11 @@ func (b *Backend) Share(ctx context.Context, servers []string, share string) (*d
 	}
 	local, err := b.resolver.LocalPath(ctx, servers, share, source(servers[0], share), "nfs", nil)
 	if err != nil {
-		return nil, fmt.Errorf("%w: NFS share %s: %v", backend.ErrUnavailable, key, err)
+		return nil, fmt.Errorf("%w: NFS share %s: %w", backend.ErrUnavailable, key, err)
 	}
 	s, err = dirvol.Open(local)
 	if err != nil {
-		return nil, fmt.Errorf("%w: NFS share %s at %s: %v", backend.ErrUnavailable, key, local, err)
+		return nil, fmt.Errorf("%w: NFS share %s at %s: %w", backend.ErrUnavailable, key, local, err)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -13,7 +13,12 @@ import (
 	"github.com/carve-csi/carve/pkg/volume"
 )
 
-const locationIndex = "carve-location"
+const (
+	locationIndex = "carve-location"
+	// withinIndex keys a PV by every ancestor of its directory, so the
+	// volumes inside a directory are one lookup.
+	withinIndex = "carve-within"
+)
 
 // ClusterView answers, from the PV and PVC informers the controller shares,
 // which PVs point at a directory and whether their claims still exist; it
@@ -40,6 +45,22 @@ func NewClusterView(pvInformer, pvcInformer cache.SharedIndexInformer) (*Cluster
 			return nil, nil
 		}
 		return []string{id.Location()}, nil
+	}, withinIndex: func(obj any) ([]string, error) {
+		pv, ok := obj.(*v1.PersistentVolume)
+		if !ok {
+			return nil, nil
+		}
+		id, ok, err := VolumeID(pv)
+		if !ok || err != nil {
+			return nil, nil
+		}
+		keys := make([]string, 0, len(id.Dir))
+		for i := 1; i < len(id.Dir); i++ {
+			up := id
+			up.Dir = id.Dir[:i]
+			keys = append(keys, up.Location())
+		}
+		return keys, nil
 	}})
 	if err != nil {
 		return nil, fmt.Errorf("index PersistentVolumes: %w", err)
@@ -54,7 +75,16 @@ var (
 
 // Referrers implements volume.Referrers.
 func (c *ClusterView) Referrers(_ context.Context, location string) ([]volume.Ref, error) {
-	objs, err := c.volumes.ByIndex(locationIndex, location)
+	return c.refs(locationIndex, location)
+}
+
+// Nested implements volume.Referrers.
+func (c *ClusterView) Nested(_ context.Context, location string) ([]volume.Ref, error) {
+	return c.refs(withinIndex, location)
+}
+
+func (c *ClusterView) refs(index, location string) ([]volume.Ref, error) {
+	objs, err := c.volumes.ByIndex(index, location)
 	if err != nil {
 		return nil, err
 	}

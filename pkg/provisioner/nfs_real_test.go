@@ -9,6 +9,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 
 	"github.com/carve-csi/carve/internal/testenv/ganesha"
+	"github.com/carve-csi/carve/pkg/dirvol"
 )
 
 // TestRealNFSServer proves the PV a claim gets points at the data on a real
@@ -17,6 +18,9 @@ import (
 func TestRealNFSServer(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "export")
 	if err := os.Mkdir(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := dirvol.Declare(root); err != nil {
 		t.Fatal(err)
 	}
 	srv := ganesha.Start(t, root)
@@ -50,7 +54,7 @@ func TestRealNFSServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range top {
-		if n != "db" && n != ".carve-meta" && n != ".carve-tmp" {
+		if n != "db" && n != ".carve-meta" && n != ".carve-tmp" && n != ".carve-share" {
 			t.Errorf("unexpected entry %q at the export root", n)
 		}
 	}

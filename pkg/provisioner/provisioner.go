@@ -193,20 +193,28 @@ func (p *Provisioner) Delete(ctx context.Context, pv *v1.PersistentVolume) error
 		p.wholeVolumeEvent(pv, id, out)
 		action = ""
 	}
+	// Kept for safety: say why on the PV, as a Warning, since an administrator may have to act.
 	switch action {
-	case "archived":
+	case backend.ActionKeptHoldsVolumes:
+		p.recorder.Eventf(pv, v1.EventTypeWarning, ReasonKept, "kept %s: it holds the directory of another volume (%s); "+
+			"volume directories never nest, so carve removes neither", id.DirPath(), out.Where)
+	case backend.ActionKeptUnrecorded:
+		p.recorder.Eventf(pv, v1.EventTypeWarning, ReasonKept, "kept %s: carve has no record of carving it "+
+			"(.carve-meta), so it is not carve's to remove", id.DirPath())
+	}
+	switch action {
+	case backend.ActionArchived:
 		p.recorder.Eventf(pv, v1.EventTypeNormal, ReasonDeleted, "onDelete=archive: moved %s to %s", id.DirPath(), out.Where)
-	case "deleted":
+	case backend.ActionDeleted:
 		p.recorder.Eventf(pv, v1.EventTypeNormal, ReasonDeleted, "onDelete=delete: moved %s to the trash; it is purged in the background", id.DirPath())
-	case "kept-in-use":
+	case backend.ActionKeptInUse:
 		p.recorder.Eventf(pv, v1.EventTypeNormal, ReasonKept, "kept %s: PersistentVolume %s still uses it", id.DirPath(), out.Where)
-	case "retained":
+	case backend.ActionRetained:
 		p.recorder.Eventf(pv, v1.EventTypeNormal, ReasonKept, "onDelete=retain: kept %s on the share", id.DirPath())
 	}
 	if p.gids != nil {
 		// The group stays reserved while its directory may be mounted again.
-		gone := out.Action == "archived" || out.Action == "deleted" || out.Action == "absent"
-		if g, err := strconv.ParseInt(pv.Annotations[AnnGID], 10, 64); err == nil && gone {
+		if g, err := strconv.ParseInt(pv.Annotations[AnnGID], 10, 64); err == nil && out.Action.Gone() {
 			p.gids.Release(g)
 		}
 	}

@@ -24,6 +24,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/klog/v2/ktesting"
 
+	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/pkg/sharemount"
 )
 
@@ -42,6 +43,9 @@ func startController(t *testing.T) *harness {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "export")
 	if err := os.Mkdir(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := dirvol.Declare(root); err != nil {
 		t.Fatal(err)
 	}
 	return startControllerOn(t, "10.0.0.5:/export", root)

@@ -3,7 +3,6 @@ package provisioner
 import (
 	"context"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,7 +19,6 @@ import (
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller/metrics"
 
-	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/pkg/httpserve"
 	"github.com/carve-csi/carve/pkg/nfs"
 	"github.com/carve-csi/carve/pkg/sharemount"
@@ -93,14 +91,7 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config) error {
 			_, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 			return err
 		},
-		"shares": func(context.Context) error {
-			for k, p := range cfg.MountMap {
-				if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
-					return fmt.Errorf("share %s at %s is not a reachable directory", k, p)
-				}
-			}
-			return nil
-		},
+		"shares": func(context.Context) error { return volume.CheckShares(cfg.MountMap, false) },
 	})
 	if err := httpserve.Serve(ctx, "health", cfg.HealthAddress, mux); err != nil {
 		return fmt.Errorf("--health-address: %w", err)
@@ -110,17 +101,7 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config) error {
 	}
 
 	// Finish purges a crash may have interrupted.
-	for k, p := range cfg.MountMap {
-		go func() {
-			sh, err := dirvol.Open(p)
-			if err == nil {
-				err = sh.Purge(ctx)
-			}
-			if err != nil {
-				logger.Error(err, "Purging leftovers failed", "share", k)
-			}
-		}()
-	}
+	volume.PurgeLeftovers(ctx, cfg.MountMap)
 
 	factory.Start(ctx.Done())
 	logger.Info("Starting carve provisioner", "name", cfg.Name, "threadiness", cfg.Threadiness, "leaderElection", cfg.LeaderElect)

@@ -7,6 +7,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/carve-csi/carve/pkg/backend"
 	"github.com/carve-csi/carve/pkg/gluster"
 	"github.com/carve-csi/carve/pkg/sharemount"
 	"github.com/carve-csi/carve/pkg/volid"
@@ -16,17 +17,17 @@ import (
 // wholeVolumeEvent reports what Delete did with a volume per claim.
 func (p *Provisioner) wholeVolumeEvent(pv *v1.PersistentVolume, id volid.ID, out volume.Outcome) {
 	switch out.Action {
-	case "archived":
+	case backend.ActionArchived:
 		p.recorder.Eventf(pv, v1.EventTypeNormal, ReasonDeleted, "onDelete=archive: stopped Gluster volume %s and kept it with its data", id.Share)
-	case "deleted":
+	case backend.ActionDeleted:
 		if out.Where != "" {
 			p.recorder.Eventf(pv, v1.EventTypeWarning, ReasonDeleted, "onDelete=delete: deleted Gluster volume %s; %s", id.Share, out.Where)
 			return
 		}
 		p.recorder.Eventf(pv, v1.EventTypeNormal, ReasonDeleted, "onDelete=delete: deleted Gluster volume %s and its bricks", id.Share)
-	case "kept-in-use":
+	case backend.ActionKeptInUse:
 		p.recorder.Eventf(pv, v1.EventTypeNormal, ReasonKept, "kept Gluster volume %s: PersistentVolume %s still uses it", id.Share, out.Where)
-	case "retained":
+	case backend.ActionRetained:
 		p.recorder.Eventf(pv, v1.EventTypeNormal, ReasonKept, "onDelete=retain: kept Gluster volume %s", id.Share)
 	}
 }

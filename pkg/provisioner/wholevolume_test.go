@@ -13,7 +13,7 @@ import (
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 
 	"github.com/carve-csi/carve/pkg/backend"
-	"github.com/carve-csi/carve/pkg/backend/backendtest"
+	"github.com/carve-csi/carve/pkg/volume/volumetest"
 	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/pkg/params"
 	"github.com/carve-csi/carve/pkg/volid"
@@ -46,7 +46,7 @@ func (f *fakeCarver) ExpandVolume(context.Context, volid.ID, int64) (int64, erro
 func TestVolumePerClaimProvisionAndDelete(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	fb := &fakeCarver{}
-	gids := &backendtest.GIDs{}
+	gids := &volumetest.GIDs{}
 	svc := volume.New(volume.Options{GIDs: gids}, fb)
 	rec := record.NewFakeRecorder(10)
 	p := New(svc, gids, rec)

@@ -16,6 +16,7 @@ import (
 	"github.com/carve-csi/carve/pkg/backend"
 	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/pkg/params"
+	"github.com/carve-csi/carve/pkg/sharemount"
 	"github.com/carve-csi/carve/pkg/volid"
 )
 
@@ -32,6 +33,8 @@ type Ref struct {
 // The provisioner answers from its PV informer; nil means no cluster view.
 type Referrers interface {
 	Referrers(ctx context.Context, location string) ([]Ref, error)
+	// Nested finds the PVs whose directory lies strictly inside location's.
+	Nested(ctx context.Context, location string) ([]Ref, error)
 }
 
 // GIDAllocator hands out a supplemental group per volume.
@@ -157,9 +160,32 @@ func (s *Service) Locate(req Request) (volid.ID, backend.Backend, error) {
 	}
 	id := volid.ID{Backend: cfg.Backend, Servers: b.Servers(cfg), Share: cfg.Share, Dir: dir, OnDelete: cfg.OnDelete}
 	if err := id.Validate(); err != nil {
-		return volid.ID{}, nil, fmt.Errorf("%w: %v", backend.ErrInvalid, err)
+		return volid.ID{}, nil, fmt.Errorf("%w: %w", backend.ErrInvalid, err)
 	}
 	return id, b, nil
+}
+
+// Share opens the engine of the share holding id's directory and verifies
+// that the share is mounted and is the one carve knows (dirvol.Share.Verify):
+// otherwise the error (backend.ErrUnavailable) names the share and its local
+// path, and nothing is written.
+func (s *Service) Share(ctx context.Context, id volid.ID) (*dirvol.Share, error) {
+	b, err := s.Backend(id.Backend)
+	if err != nil {
+		return nil, err
+	}
+	return s.openShare(ctx, b, id)
+}
+
+func (s *Service) openShare(ctx context.Context, b backend.Backend, id volid.ID) (*dirvol.Share, error) {
+	share, err := b.Share(ctx, id.Servers, id.Share)
+	if err != nil {
+		return nil, err
+	}
+	if err := share.Verify(); err != nil {
+		return nil, fmt.Errorf("%w: %s share %s: %w", backend.ErrUnavailable, id.Backend, sharemount.Key(id.Servers[0], id.Share), err)
+	}
+	return share, nil
 }
 
 // Create carves the directory for a claim, or re-attaches retained data at the
@@ -173,7 +199,7 @@ func (s *Service) Create(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	share, err := b.Share(ctx, id.Servers, id.Share)
+	share, err := s.openShare(ctx, b, id)
 	if err != nil {
 		return nil, err
 	}
@@ -188,6 +214,14 @@ func (s *Service) Create(ctx context.Context, req Request) (*Result, error) {
 	info, err := share.Lookup(id.Dir)
 	switch {
 	case errors.Is(err, dirvol.ErrNotFound):
+		if err := s.checkAncestors(ctx, share, id, req.Name); err != nil {
+			return nil, err
+		}
+		if other, err := s.nestedVolume(ctx, share, id, req.Name, false); err != nil {
+			return nil, err
+		} else if other != "" {
+			return nil, fmt.Errorf("%w: %s would contain the directory of %s", errNested, id.DirPath(), other)
+		}
 		res, err := s.carve(ctx, share, id, req, meta)
 		if err != nil {
 			return nil, err
@@ -200,16 +234,35 @@ func (s *Service) Create(ctx context.Context, req Request) (*Result, error) {
 
 	if info.Meta != nil && info.Meta.PV == req.Name {
 		// A retry for the same volume (e.g. the PV could not be saved, or the
-		// process died before saving it): its GID must stay taken.
+		// process died before saving it): its GID must stay taken, and a
+		// limit an expansion raised since must not be lowered.
 		s.markPending(loc, req)
+		req.SizeBytes = max(req.SizeBytes, info.Meta.CapacityBytes)
 		res := &Result{ID: id, GID: groupOf(info, req.Config), CapacityBytes: info.Meta.CapacityBytes}
 		if res.GID >= 0 && s.gids != nil && req.Config.AllocateGID() {
 			s.gids.Reserve(res.GID)
 		}
 		return res, s.applyClaimLimit(ctx, b, id, req, res)
 	}
+	if s.referrers == nil && info.Meta != nil && info.Meta.PV != "" {
+		// Without a cluster view carve cannot tell whether that volume still
+		// exists, and a delete (which carries only the ID the two would
+		// share) could no longer tell whose deletion it is.
+		return nil, fmt.Errorf("%w: directory %s on %s is recorded for volume %s; without a cluster view (--kube-referrers) "+
+			"carve cannot tell whether that volume still exists, so it does not hand the directory to %s",
+			backend.ErrConflict, id.DirPath(), id.Share, info.Meta.PV, req.Name)
+	}
 	if err := s.checkReattach(ctx, loc, req, info); err != nil {
 		return nil, err
+	}
+	if err := s.checkAncestors(ctx, share, id, req.Name); err != nil {
+		return nil, err
+	}
+	if other, err := s.nestedVolume(ctx, share, id, req.Name, true); err != nil {
+		return nil, err
+	} else if other != "" {
+		return nil, fmt.Errorf("%w: existing directory %s holds the directory of %s, so it cannot be a volume of its own "+
+			"(check the pathPattern of the claim's StorageClass against the other classes on this share)", errNested, id.DirPath(), other)
 	}
 	gid := groupOf(info, req.Config)
 	meta.GID = max(gid, 0)
@@ -303,7 +356,7 @@ func (s *Service) refs(ctx context.Context, loc, self string) ([]Ref, error) {
 	if s.referrers != nil {
 		rs, err := s.referrers.Referrers(ctx, loc)
 		if err != nil {
-			return nil, fmt.Errorf("%w: list PersistentVolumes: %v", backend.ErrUnavailable, err)
+			return nil, fmt.Errorf("%w: list PersistentVolumes: %w", backend.ErrUnavailable, err)
 		}
 		for _, r := range rs {
 			if r.PV != self {
@@ -352,7 +405,7 @@ func (s *Service) markPending(loc string, req Request) {
 
 // Outcome says what Delete did with the data.
 type Outcome struct {
-	Action string // "retained", "archived", "deleted", "kept-in-use", "absent"
+	Action backend.Action
 	Where  string // archive path, for archived
 }
 
@@ -367,7 +420,7 @@ func (s *Service) Delete(ctx context.Context, name string, id volid.ID) (Outcome
 	// recreated right after must not wait pendingTTL to re-attach its data.
 	s.dropPending(id.Location(), name)
 	if id.OnDelete == params.OnDeleteRetain {
-		return Outcome{Action: "retained"}, nil
+		return Outcome{Action: backend.ActionRetained}, nil
 	}
 	b, err := s.Backend(id.Backend)
 	if err != nil {
@@ -376,7 +429,7 @@ func (s *Service) Delete(ctx context.Context, name string, id volid.ID) (Outcome
 	if len(id.Dir) == 0 {
 		return s.deleteVolume(ctx, b, name, id)
 	}
-	share, err := b.Share(ctx, id.Servers, id.Share)
+	share, err := s.openShare(ctx, b, id)
 	if err != nil {
 		return Outcome{}, err
 	}
@@ -390,17 +443,30 @@ func (s *Service) Delete(ctx context.Context, name string, id volid.ID) (Outcome
 	for _, r := range refs {
 		if r.Live {
 			logger.Info("Keeping volume directory: another live PersistentVolume uses it", "dir", id.DirPath(), "user", r.PV)
-			return Outcome{Action: "kept-in-use", Where: r.PV}, nil
+			return Outcome{Action: backend.ActionKeptInUse, Where: r.PV}, nil
 		}
 	}
-	if info, err := share.Lookup(id.Dir); errors.Is(err, dirvol.ErrNotFound) {
-		return Outcome{Action: "absent"}, nil
-	} else if err != nil {
+	info, err := share.Lookup(id.Dir)
+	switch {
+	case errors.Is(err, dirvol.ErrNotFound):
+		return Outcome{Action: backend.ActionAbsent}, nil
+	case err != nil:
 		return Outcome{}, wrapStorage(err)
-	} else if name != "" && info.Meta != nil && info.Meta.PV != "" && info.Meta.PV != name {
+	case info.Meta == nil:
+		// Not carved (or re-attached) by carve: a pattern's parent holding
+		// other volumes, or data from elsewhere. Never carve's to remove.
+		logger.Info("Keeping directory: carve has no record of it", "dir", id.DirPath())
+		return Outcome{Action: backend.ActionKeptUnrecorded}, nil
+	case name != "" && info.Meta.PV != "" && info.Meta.PV != name:
 		// Re-attached by a newer volume since; that one decides.
 		logger.Info("Keeping volume directory: it was re-attached by another volume", "dir", id.DirPath(), "holder", info.Meta.PV)
-		return Outcome{Action: "kept-in-use", Where: info.Meta.PV}, nil
+		return Outcome{Action: backend.ActionKeptInUse, Where: info.Meta.PV}, nil
+	}
+	if other, err := s.nestedVolume(ctx, share, id, name, true); err != nil {
+		return Outcome{}, err
+	} else if other != "" {
+		logger.Info("Keeping volume directory: it holds another volume's directory", "dir", id.DirPath(), "other", other)
+		return Outcome{Action: backend.ActionKeptHoldsVolumes, Where: other}, nil
 	}
 
 	if l, ok := b.(backend.Limiter); ok {
@@ -414,15 +480,56 @@ func (s *Service) Delete(ctx context.Context, name string, id volid.ID) (Outcome
 		if err != nil {
 			return Outcome{}, wrapStorage(err)
 		}
-		return Outcome{Action: "archived", Where: where}, nil
+		return Outcome{Action: backend.ActionArchived, Where: where}, nil
 	case params.OnDeleteDelete:
 		if _, err := share.Trash(ctx, id.Dir); err != nil {
 			return Outcome{}, wrapStorage(err)
 		}
 		s.purgeLater(ctx, share)
-		return Outcome{Action: "deleted"}, nil
+		return Outcome{Action: backend.ActionDeleted}, nil
 	}
 	return Outcome{}, fmt.Errorf("%w: onDelete %q", backend.ErrInvalid, id.OnDelete)
+}
+
+// DeletingName names the volume a delete that carries only an ID is for
+// (CSI DeleteVolume): the ID is shared by a volume and any later volume that
+// re-attached its directory. The directory's record names its last holder.
+// Without a cluster view that is the volume being deleted (Create hands a
+// recorded directory to no other volume then). With one, it is the holder
+// only if its PV is visible and released; otherwise "" lets the live PVs
+// (and volumes handed out but not yet visible) decide, which keeps the
+// directory when in doubt.
+func (s *Service) DeletingName(ctx context.Context, id volid.ID) (string, error) {
+	if len(id.Dir) == 0 {
+		return "", nil // a whole Gluster volume has no directory record
+	}
+	share, err := s.Share(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	info, err := share.Lookup(id.Dir)
+	switch {
+	case errors.Is(err, dirvol.ErrNotFound):
+		return "", nil
+	case err != nil:
+		return "", wrapStorage(err)
+	case info.Meta == nil || info.Meta.PV == "":
+		return "", nil
+	}
+	holder := info.Meta.PV
+	if s.referrers == nil {
+		return holder, nil
+	}
+	refs, err := s.referrers.Referrers(ctx, id.Location())
+	if err != nil {
+		return "", fmt.Errorf("%w: list PersistentVolumes: %w", backend.ErrUnavailable, err)
+	}
+	for _, r := range refs {
+		if r.PV == holder && !r.Live {
+			return holder, nil
+		}
+	}
+	return "", nil
 }
 
 // Expand records a larger size for a volume and enforces it where the backend
@@ -436,7 +543,7 @@ func (s *Service) Expand(ctx context.Context, id volid.ID, bytes int64) (int64, 
 	if len(id.Dir) == 0 {
 		return s.expandVolume(ctx, b, id, bytes)
 	}
-	share, err := b.Share(ctx, id.Servers, id.Share)
+	share, err := s.openShare(ctx, b, id)
 	if err != nil {
 		return 0, err
 	}
@@ -535,7 +642,7 @@ func groupOf(info *dirvol.Info, cfg *params.Config) int64 {
 // resolve; anything else is worth a retry.
 func wrapStorage(err error) error {
 	if errors.Is(err, dirvol.ErrUnsafe) {
-		return fmt.Errorf("%w: %v", backend.ErrConflict, err)
+		return fmt.Errorf("%w: %w", backend.ErrConflict, err)
 	}
-	return fmt.Errorf("%w: %v", backend.ErrUnavailable, err)
+	return fmt.Errorf("%w: %w", backend.ErrUnavailable, err)
 }

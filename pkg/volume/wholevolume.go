@@ -102,7 +102,7 @@ func (s *Service) deleteVolume(ctx context.Context, b backend.Backend, name stri
 	for _, r := range refs {
 		if r.Live {
 			klog.FromContext(ctx).Info("Keeping volume: another live PersistentVolume uses it", "glusterVolume", id.Share, "user", r.PV)
-			return Outcome{Action: "kept-in-use", Where: r.PV}, nil
+			return Outcome{Action: backend.ActionKeptInUse, Where: r.PV}, nil
 		}
 	}
 	out, err := c.DeleteVolume(ctx, name, id)

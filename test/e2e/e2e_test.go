@@ -16,6 +16,7 @@ import (
 
 	"github.com/carve-csi/carve/internal/testenv/ganesha"
 	"github.com/carve-csi/carve/internal/testenv/glusterd"
+	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/pkg/volid"
 	"github.com/carve-csi/carve/test/cluster"
 	"github.com/carve-csi/carve/test/scenario"
@@ -132,6 +133,9 @@ func checkQuota(ctx context.Context, g *glusterd.Cluster, vol string, pvc *v1.Pe
 func startNFS(t *testing.T) (string, *ganesha.Server) {
 	share := filepath.Join(t.TempDir(), "export")
 	if err := os.Mkdir(share, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := dirvol.Declare(share); err != nil {
 		t.Fatal(err)
 	}
 	return share, ganesha.Start(t, share)

@@ -79,6 +79,7 @@ type Env struct {
 
 	client      kubernetes.Interface
 	provisioner *cluster.Process
+	health      string // the provisioner's --health-address
 	// class is the story's StorageClass as created (step 6 copies it).
 	class *storagev1.StorageClass
 	// retained maps each ordinal to the PV source its data lives at.
@@ -166,6 +167,7 @@ func (e *Env) StartProvisioner(ctx context.Context) error {
 		return err
 	}
 	e.provisioner = p
+	e.health = health
 	e.logf("provisioner running as system:serviceaccount:carve-system:carve-provisioner, log %s", p.LogPath)
 	if e.Node != nil {
 		if err := e.Node.start(ctx, e); err != nil {
@@ -875,3 +877,16 @@ func Tree(root string) string {
 
 // ProvisionerPid is the provisioner process's PID (for RSS measurements).
 func (e *Env) ProvisionerPid() int { return e.provisioner.Pid() }
+
+// ProvisionerReady reports the provisioner's /readyz status code.
+func (e *Env) ProvisionerReady() (int, error) {
+	resp, err := http.Get("http://" + e.health + "/readyz")
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// ProvisionerLog is the path of the provisioner's log.
+func (e *Env) ProvisionerLog() string { return e.provisioner.LogPath }

@@ -1,6 +1,6 @@
-// Package backendtest is the conformance suite every carve backend passes:
+// Package volumetest is the conformance suite every carve backend passes:
 // the same claims, conflicts and deletions, through the same volume service.
-package backendtest
+package volumetest
 
 import (
 	"context"
@@ -52,6 +52,19 @@ func (f *FakeCluster) Referrers(_ context.Context, loc string) ([]volume.Ref, er
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]volume.Ref(nil), f.refs[loc]...), nil
+}
+
+// Nested implements volume.Referrers.
+func (f *FakeCluster) Nested(_ context.Context, loc string) ([]volume.Ref, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []volume.Ref
+	for l, refs := range f.refs {
+		if strings.HasPrefix(l, loc+"/") {
+			out = append(out, refs...)
+		}
+	}
+	return out, nil
 }
 
 // GIDs is a simple in-memory volume.GIDAllocator for tests.
@@ -282,17 +295,17 @@ func Run(t *testing.T, newEnv func(t *testing.T) Env) {
 			_, statErr := os.Stat(f.local(res))
 			switch policy {
 			case "retain":
-				if out.Action != "retained" || statErr != nil {
+				if out.Action != backend.ActionRetained || statErr != nil {
 					t.Errorf("retain: %+v, dir %v", out, statErr)
 				}
 			case "archive":
 				data, err := os.ReadFile(filepath.Join(f.env.LocalRoot, out.Where, "f"))
-				if out.Action != "archived" || !os.IsNotExist(statErr) || err != nil || string(data) != "archive" {
+				if out.Action != backend.ActionArchived || !os.IsNotExist(statErr) || err != nil || string(data) != "archive" {
 					t.Errorf("archive: %+v, dir %v, archived data %q %v", out, statErr, data, err)
 				}
 			case "delete":
 				trash, _ := os.ReadDir(filepath.Join(f.env.LocalRoot, ".carve-trash"))
-				if out.Action != "deleted" || !os.IsNotExist(statErr) || len(trash) != 0 {
+				if out.Action != backend.ActionDeleted || !os.IsNotExist(statErr) || len(trash) != 0 {
 					t.Errorf("delete: %+v, dir %v, trash %v", out, statErr, trash)
 				}
 			}
@@ -314,11 +327,46 @@ func Run(t *testing.T, newEnv func(t *testing.T) Env) {
 		f.create(req(cfg, "pvc-new", "ns", "d")) // re-attached
 		f.cluster.Set(old.ID.Location(), volume.Ref{PV: "pvc-old", Namespace: "ns"}, volume.Ref{PV: "pvc-new", Namespace: "ns", Live: true})
 		out, err := f.svc.Delete(f.ctx, "pvc-old", old.ID)
-		if err != nil || out.Action != "kept-in-use" || out.Where != "pvc-new" {
+		if err != nil || out.Action != backend.ActionKeptInUse || out.Where != "pvc-new" {
 			t.Fatalf("Delete of the old PV = %+v, %v; want kept for pvc-new", out, err)
 		}
 		if _, err := os.Stat(f.local(old)); err != nil {
 			t.Errorf("directory of a live PV removed: %v", err)
+		}
+	})
+
+	t.Run("VolumesNeverNest", func(t *testing.T) {
+		f := newFixture(t, newEnv)
+		inner := f.config("onDelete", "delete")
+		outer := f.config("onDelete", "delete", "pathPattern", "${pvc.metadata.namespace}")
+		in := f.create(req(inner, "pvc-inner", "nest", "inner"))
+		f.cluster.Set(in.ID.Location(), volume.Ref{PV: "pvc-inner", Namespace: "nest", Live: true})
+		if err := os.WriteFile(f.local(in, "f"), []byte("live"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// A class rendering the parent must not adopt it.
+		_, err := f.svc.Create(f.ctx, req(outer, "pvc-outer", "nest", "outer"))
+		if !errors.Is(err, backend.ErrConflict) || !strings.Contains(err.Error(), "pvc-inner") {
+			t.Fatalf("outer over a live inner volume: %v, want ErrConflict naming pvc-inner", err)
+		}
+		// A delete naming the parent (no carve record) removes nothing.
+		parent := in.ID
+		parent.Dir = parent.Dir[:1]
+		if out, err := f.svc.Delete(f.ctx, "", parent); err != nil || out.Action != backend.ActionKeptUnrecorded {
+			t.Fatalf("Delete of the parent = %+v, %v; want kept-unrecorded", out, err)
+		}
+		f.svc.WaitPurges()
+		if data, err := os.ReadFile(f.local(in, "f")); err != nil || string(data) != "live" {
+			t.Fatalf("inner volume's data after deleting its parent: %q %v", data, err)
+		}
+		// The other order: nothing is carved inside an existing volume.
+		out := f.create(req(outer, "pvc-outer2", "other", "x"))
+		_, err = f.svc.Create(f.ctx, req(inner, "pvc-inner2", "other", "y"))
+		if !errors.Is(err, backend.ErrConflict) || !strings.Contains(err.Error(), "pvc-outer2") {
+			t.Fatalf("inner inside an outer volume: %v, want ErrConflict naming pvc-outer2", err)
+		}
+		if _, err := os.Stat(filepath.Join(f.local(out), "y")); err == nil {
+			t.Fatal("a volume was carved inside another volume")
 		}
 	})
 
