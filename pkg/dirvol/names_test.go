@@ -64,6 +64,7 @@ func TestLongNamesTmpfs(t *testing.T) {
 func testLongNames(t *testing.T, root string) {
 	_, ctx := ktesting.NewTestContext(t)
 	must(t, os.Mkdir(root, 0o755))
+	must(t, Declare(root))
 	s, err := Open(root)
 	if err != nil {
 		t.Fatal(err)

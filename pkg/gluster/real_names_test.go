@@ -14,9 +14,9 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/klog/v2/ktesting"
 
-	"github.com/carve-csi/carve/pkg/backend/backendtest"
 	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/pkg/volume"
+	"github.com/carve-csi/carve/pkg/volume/volumetest"
 )
 
 // Issue 16: on a volume with quota enabled, a directory created in
@@ -46,7 +46,7 @@ func TestCreateRepeatedWithQuota(t *testing.T) {
 		vols[v.Name] = mnt
 	}
 	b := mapped(c, vols)
-	svc := volume.New(volume.Options{GIDs: &backendtest.GIDs{}, PurgeContext: ctx}, b)
+	svc := volume.New(volume.Options{GIDs: &volumetest.GIDs{}, PurgeContext: ctx}, b)
 
 	var next, failures, withLimit, deleted atomic.Int64
 	var mu sync.Mutex
@@ -137,7 +137,7 @@ func TestLongClaimNames(t *testing.T) {
 	v := c.CreateVolume(t, volName("long"), 1)
 	c.EnableQuota(t, v.Name)
 	mnt := c.Mount(t, v.Name)
-	svc := volume.New(volume.Options{GIDs: &backendtest.GIDs{}, PurgeContext: ctx}, mapped(c, map[string]string{v.Name: mnt}))
+	svc := volume.New(volume.Options{GIDs: &volumetest.GIDs{}, PurgeContext: ctx}, mapped(c, map[string]string{v.Name: mnt}))
 
 	ns := "ns-" + strings.Repeat("n", 60)
 	for _, tc := range []struct {
