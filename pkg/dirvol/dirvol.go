@@ -11,9 +11,12 @@
 // carve keeps its own state in folders at the root whose names start with
 // ".carve" (params.ReservedPrefix), which no rendered path may use:
 //
-//	.carve-tmp/      directories being created (moved into place when complete)
+//	.carve-tmp/      markers of directories being created (each made as
+//	                 <parent>/.carve-new-<random> and renamed into place)
 //	.carve-meta/     one small JSON record per volume directory (who created it)
-//	.carve-archive/  archived volumes, <path>-<UTC timestamp>
+//	.carve-archive/  archived volumes, <path>-<UTC timestamp> (the last segment
+//	                 cut and given a digest when too long), each with a
+//	                 <entry>.json record naming the volume's path and claim
 //	.carve-trash/    deleted volumes waiting to be purged
 //
 // A Share is safe for concurrent use by one process: operations that change the
@@ -179,9 +182,10 @@ func (s *Share) Lookup(dir []string) (*Info, error) {
 }
 
 // Create makes the directory with the given owner and records meta. It is
-// built in .carve-tmp and renamed into place, so a crash never leaves a
-// half-initialized volume at the final path. If the directory already exists it
-// is left untouched and created is false.
+// built under a temporary name in its parent and renamed into place, so a
+// crash never leaves a half-initialized volume at the final path (and Purge
+// removes the half-made one). If the directory already exists it is left
+// untouched and created is false. Errors no retry can fix wrap ErrPermanent.
 func (s *Share) Create(ctx context.Context, dir []string, own Owner, meta Meta) (created bool, err error) {
 	if err := checkDir(dir); err != nil {
 		return false, err
@@ -196,7 +200,7 @@ func (s *Share) Create(ctx context.Context, dir []string, own Owner, meta Meta) 
 
 	parent, err := mkdirAll(root, dir[:len(dir)-1], parentMode)
 	if err != nil {
-		return false, err
+		return false, permanent(err)
 	}
 	defer unix.Close(parent)
 	leaf := dir[len(dir)-1]
@@ -207,17 +211,26 @@ func (s *Share) Create(ctx context.Context, dir []string, own Owner, meta Meta) 
 		return false, fmt.Errorf("%s: %w", strings.Join(dir, "/"), err)
 	}
 
+	// Built under a temporary name next to its final one and renamed within
+	// the parent (see newPrefix); a marker in .carve-tmp names it until
+	// then, so Purge can remove what a crash leaves half made.
 	tmp, err := mkdirAll(root, []string{tmpDir}, stateMode)
 	if err != nil {
-		return false, err
+		return false, permanent(err)
 	}
 	defer unix.Close(tmp)
-	name := leaf + "." + randomSuffix()
-	if err := unix.Mkdirat(tmp, name, 0); err != nil {
-		return false, fmt.Errorf("mkdir in %s: %w", tmpDir, err)
+	id := randomSuffix()
+	name := newPrefix + id
+	if err := writeMarker(tmp, id, creation{Dir: strings.Join(dir, "/"), Tmp: name, Started: time.Now().UTC()}); err != nil {
+		return false, err
 	}
-	fd, err := openDirAt(tmp, name)
+	defer unix.Unlinkat(tmp, markerName(id), 0)
+	if err := unix.Mkdirat(parent, name, 0); err != nil {
+		return false, permanent(fmt.Errorf("mkdir %s in %s: %w", name, strings.Join(dir[:len(dir)-1], "/"), err))
+	}
+	fd, err := openDirAt(parent, name)
 	if err != nil {
+		_ = unix.Unlinkat(parent, name, unix.AT_REMOVEDIR)
 		return false, err
 	}
 	// Chown before chmod: chown clears the setgid bit.
@@ -227,15 +240,15 @@ func (s *Share) Create(ctx context.Context, dir []string, own Owner, meta Meta) 
 	}
 	unix.Close(fd)
 	if err != nil {
-		_ = unix.Unlinkat(tmp, name, unix.AT_REMOVEDIR)
+		_ = unix.Unlinkat(parent, name, unix.AT_REMOVEDIR)
 		return false, fmt.Errorf("set owner %d:%d mode %#o: %w", own.UID, own.GID, own.Mode, err)
 	}
-	if err := renameNoReplace(tmp, name, parent, leaf); err != nil {
-		_ = unix.Unlinkat(tmp, name, unix.AT_REMOVEDIR)
+	if err := renameRetry(parent, name, parent, leaf); err != nil {
+		_ = unix.Unlinkat(parent, name, unix.AT_REMOVEDIR)
 		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
 			return false, nil
 		}
-		return false, fmt.Errorf("move new directory into place: %w", err)
+		return false, permanent(fmt.Errorf("move new directory into place: %w", err))
 	}
 	if err := s.writeMeta(root, dir, meta); err != nil {
 		return true, err
@@ -262,21 +275,34 @@ func (s *Share) SetMeta(dir []string, meta Meta) error {
 
 // Archive moves the directory to .carve-archive/<dir>-<timestamp>, never
 // replacing an older archive, and returns the new path relative to the root.
-// A missing directory is not an error (returns "").
+// A last segment too long for the suffix is cut and given a digest; an
+// ArchiveRecord beside the entry (<entry>.json) names the volume's path and
+// its record. A missing directory is not an error (returns "").
 func (s *Share) Archive(ctx context.Context, dir []string, now time.Time) (string, error) {
+	if err := checkDir(dir); err != nil {
+		return "", err
+	}
 	stamp := now.UTC().Format("20060102T150405Z")
-	return s.moveAway(ctx, dir, archiveDir, dir[:len(dir)-1], dir[len(dir)-1]+"-"+stamp)
+	return s.moveAway(ctx, dir, archiveDir, dir[:len(dir)-1], fitName(dir[len(dir)-1], "-"+stamp), now)
 }
 
 // Trash moves the directory to .carve-trash, where Purge removes it. The move is
 // quick and atomic, so a crash between the two leaves nothing half deleted
-// at the volume's path. A missing directory is not an error.
+// at the volume's path. A missing directory is not an error. The entry's
+// name starts with the volume's path (cut with a digest when long); the move
+// is logged with the whole path.
 func (s *Share) Trash(ctx context.Context, dir []string) (string, error) {
-	name := strings.Join(dir, "_") + "-" + time.Now().UTC().Format("20060102T150405Z") + "-" + randomSuffix()
-	return s.moveAway(ctx, dir, trashDir, nil, name)
+	if err := checkDir(dir); err != nil {
+		return "", err
+	}
+	now := time.Now()
+	name := fitName(strings.Join(dir, "_"), "-"+now.UTC().Format("20060102T150405Z")+"-"+randomSuffix())
+	return s.moveAway(ctx, dir, trashDir, nil, name, time.Time{})
 }
 
-func (s *Share) moveAway(ctx context.Context, dir []string, into string, sub []string, name string) (string, error) {
+// moveAway moves dir to into/sub.../name (name-2, name-3... if taken). With a
+// non-zero archived time it writes an ArchiveRecord beside the entry.
+func (s *Share) moveAway(ctx context.Context, dir []string, into string, sub []string, name string, archived time.Time) (string, error) {
 	if err := checkDir(dir); err != nil {
 		return "", err
 	}
@@ -306,24 +332,40 @@ func (s *Share) moveAway(ctx context.Context, dir []string, into string, sub []s
 	}
 	unix.Close(fd)
 
+	var record *Meta
+	if !archived.IsZero() {
+		// Read before the move: the record goes with the directory.
+		if record, err = s.readMeta(root, dir); err != nil {
+			klog.FromContext(ctx).Error(err, "Archiving a volume whose record cannot be read", "share", s.root, "dir", strings.Join(dir, "/"))
+			record = nil
+		}
+	}
 	dest, err := mkdirAll(root, append([]string{into}, sub...), stateMode)
 	if err != nil {
-		return "", err
+		return "", permanent(err)
 	}
 	defer unix.Close(dest)
 	target := name
 	for i := 2; ; i++ {
-		err = renameNoReplace(parent, leaf, dest, target)
+		err = renameRetry(parent, leaf, dest, target)
 		if !errors.Is(err, unix.EEXIST) && !errors.Is(err, unix.ENOTEMPTY) {
 			break
 		}
+		// name fits nameBudget, so the counter never makes it too long.
 		target = fmt.Sprintf("%s-%d", name, i)
 	}
 	if err != nil {
-		return "", fmt.Errorf("move %s to %s: %w", strings.Join(dir, "/"), into, err)
+		return "", permanent(fmt.Errorf("move %s to %s: %w", strings.Join(dir, "/"), into, err))
 	}
 	moved := strings.Join(append(append([]string{into}, sub...), target), "/")
 	klog.FromContext(ctx).V(2).Info("Moved volume directory", "share", s.root, "dir", strings.Join(dir, "/"), "to", moved)
+	if !archived.IsZero() {
+		rec := ArchiveRecord{Dir: strings.Join(dir, "/"), Entry: moved, Archived: archived.UTC(), Record: record}
+		if err := writeArchiveRecord(dest, target, rec); err != nil {
+			// The data is archived; only the note beside it is missing.
+			klog.FromContext(ctx).Error(err, "Archived volume without its record", "share", s.root, "dir", rec.Dir, "to", moved)
+		}
+	}
 	if err := s.removeMeta(root, dir); err != nil {
 		return moved, err
 	}
@@ -331,8 +373,10 @@ func (s *Share) moveAway(ctx context.Context, dir []string, into string, sub []s
 	return moved, nil
 }
 
-// Purge removes everything in .carve-trash and stale leftovers in .carve-tmp.
-// It can take long on big volumes; it does not hold the tree lock.
+// Purge removes everything in .carve-trash and stale leftovers of creations:
+// directories that a crash left half made (named by markers in .carve-tmp)
+// and, from older versions, directories in .carve-tmp itself. It can take
+// long on big volumes; it does not hold the tree lock.
 func (s *Share) Purge(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
 	root, err := s.openRoot(true)
@@ -361,8 +405,18 @@ func (s *Share) Purge(ctx context.Context) error {
 				unix.Close(fd)
 				return ctx.Err()
 			}
-			if d == tmpDir && !s.staleTmp(fd, n) {
-				continue
+			if d == tmpDir {
+				if !s.staleTmp(fd, n) {
+					continue
+				}
+				if c, ok := readMarker(fd, n); ok {
+					if err := finishMarker(root, fd, n, c); err != nil {
+						errs = append(errs, fmt.Errorf("purge unfinished creation of %s: %w", c.Dir, err))
+						continue
+					}
+					logger.V(2).Info("Removed an unfinished volume creation", "share", s.root, "dir", c.Dir, "tmp", c.Tmp)
+					continue
+				}
 			}
 			if err := removeAllAt(fd, n); err != nil {
 				errs = append(errs, fmt.Errorf("purge %s/%s: %w", d, n, err))
@@ -375,7 +429,8 @@ func (s *Share) Purge(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// staleTmp: a creation in progress is younger than a minute.
+// staleTmp: a creation in progress is younger than a minute (it holds the
+// tree lock for a few file operations).
 func (s *Share) staleTmp(dirfd int, name string) bool {
 	var st unix.Stat_t
 	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {

@@ -71,6 +71,8 @@ func classify(p string, err error) error {
 		return fmt.Errorf("%s: %w", p, ErrNotFound)
 	case errors.Is(err, unix.ELOOP), errors.Is(err, unix.ENOTDIR), errors.Is(err, unix.EXDEV):
 		return fmt.Errorf("%w: %s crosses a symlink or a non-directory", ErrUnsafe, p)
+	case errors.Is(err, unix.ENAMETOOLONG), errors.Is(err, unix.EILSEQ):
+		return fmt.Errorf("%w: open %s: %w", ErrPermanent, p, err)
 	}
 	return fmt.Errorf("open %s: %w", p, err)
 }
@@ -89,7 +91,7 @@ func mkdirAll(root int, dir []string, mode uint32) (int, error) {
 			created = true
 		} else if !errors.Is(err, unix.EEXIST) {
 			unix.Close(fd)
-			return -1, fmt.Errorf("mkdir %s: %w", seg, err)
+			return -1, permanent(fmt.Errorf("mkdir %s: %w", seg, err))
 		}
 		next, err := openDirAt(fd, seg)
 		unix.Close(fd)
