@@ -71,7 +71,7 @@ func codeOf(err error, rpc lookupRPC) codes.Code {
 			return codes.NotFound
 		}
 		return codes.InvalidArgument
-	case errors.Is(err, backend.ErrInvalid):
+	case errors.Is(err, backend.ErrInvalid), errors.Is(err, dirvol.ErrPermanent):
 		return codes.InvalidArgument
 	case errors.Is(err, backend.ErrNotFound), errors.Is(err, dirvol.ErrNotFound):
 		return codes.NotFound

@@ -17,11 +17,11 @@ import (
 
 	"github.com/carve-csi/carve/internal/testenv/glusterd"
 	"github.com/carve-csi/carve/pkg/backend"
-	"github.com/carve-csi/carve/pkg/volume/volumetest"
 	"github.com/carve-csi/carve/pkg/params"
 	"github.com/carve-csi/carve/pkg/sharemount"
 	"github.com/carve-csi/carve/pkg/volid"
 	"github.com/carve-csi/carve/pkg/volume"
+	"github.com/carve-csi/carve/pkg/volume/volumetest"
 )
 
 // One glusterd for the whole test binary: starting one takes seconds and it

@@ -13,11 +13,11 @@ import (
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 
 	"github.com/carve-csi/carve/pkg/backend"
-	"github.com/carve-csi/carve/pkg/volume/volumetest"
 	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/pkg/params"
 	"github.com/carve-csi/carve/pkg/volid"
 	"github.com/carve-csi/carve/pkg/volume"
+	"github.com/carve-csi/carve/pkg/volume/volumetest"
 )
 
 // fakeCarver is a gluster-kind backend giving each claim a whole volume.

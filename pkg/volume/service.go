@@ -638,11 +638,17 @@ func groupOf(info *dirvol.Info, cfg *params.Config) int64 {
 	return -1
 }
 
-// wrapStorage marks filesystem errors: unsafe paths are conflicts the user must
-// resolve; anything else is worth a retry.
+// wrapStorage classifies filesystem errors, once for both binaries: unsafe
+// paths are conflicts the user must resolve, paths the filesystem refuses are
+// invalid requests, anything else is worth a retry.
 func wrapStorage(err error) error {
 	if errors.Is(err, dirvol.ErrUnsafe) {
 		return fmt.Errorf("%w: %w", backend.ErrConflict, err)
+	}
+	if errors.Is(err, dirvol.ErrPermanent) {
+		// The filesystem refuses the path itself (a name too long for it):
+		// retrying cannot help.
+		return fmt.Errorf("%w: %w", backend.ErrInvalid, err)
 	}
 	return fmt.Errorf("%w: %w", backend.ErrUnavailable, err)
 }
