@@ -23,6 +23,7 @@ import (
 	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/pkg/httpserve"
 	"github.com/carve-csi/carve/pkg/nfs"
+	"github.com/carve-csi/carve/pkg/safemount"
 	"github.com/carve-csi/carve/pkg/sharemount"
 	"github.com/carve-csi/carve/pkg/volume"
 )
@@ -54,7 +55,7 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config) error {
 
 	resolver := &sharemount.Resolver{Map: cfg.MountMap, MountsDir: cfg.MountsDir}
 	if cfg.MountsDir != "" {
-		resolver.Mounter = mount.New("")
+		resolver.Mounter = safemount.New(mount.New(""))
 	}
 	svc := volume.New(volume.Options{Referrers: view, GIDs: view, PurgeContext: ctx}, nfs.New(resolver), newGluster(client, resolver))
 
