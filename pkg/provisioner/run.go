@@ -52,6 +52,7 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	view.RecordGIDsFrom(RecordedGIDs(cfg.MountMap))
 
 	resolver := &sharemount.Resolver{Map: cfg.MountMap, MountsDir: cfg.MountsDir}
 	if cfg.MountsDir != "" {
