@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
@@ -48,6 +49,7 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config) error {
 	factory := informers.NewSharedInformerFactory(client, cfg.ResyncPeriod)
 	pvInformer := factory.Core().V1().PersistentVolumes().Informer()
 	pvcInformer := factory.Core().V1().PersistentVolumeClaims().Informer()
+	classInformer := factory.Storage().V1().StorageClasses().Informer()
 	view, err := NewClusterView(pvInformer, pvcInformer)
 	if err != nil {
 		return err
@@ -80,6 +82,8 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config) error {
 		controller.ResyncPeriod(cfg.ResyncPeriod),
 		controller.ClaimsInformer(pvcInformer),
 		controller.VolumesInformer(pvInformer),
+		// Ours, not the lib's own, so readiness can wait for it too.
+		controller.ClassesInformer(classInformer),
 		controller.MetricsInstance(m),
 		// Retry saving a PV forever instead of deleting the carved directory
 		// after five failures: the data must never depend on API availability.
@@ -91,6 +95,8 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config) error {
 	pc := controller.NewProvisionController(logger, client, cfg.Name, New(svc, view, recorder), opts...)
 
 	mux := httpserve.Health(map[string]httpserve.Check{
+		"synced": httpserve.Synced(map[string]cache.InformerSynced{"PersistentVolume": pvInformer.HasSynced,
+			"PersistentVolumeClaim": pvcInformer.HasSynced, "StorageClass": classInformer.HasSynced}),
 		"apiserver": func(ctx context.Context) error {
 			_, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 			return err

@@ -37,22 +37,13 @@ func TestGIDUniqueAfterKill(t *testing.T) {
 	share, nfs := startNFS(t)
 	c := cluster.StartForTest(t, cluster.Options{})
 	ctx := t.Context()
-	repo, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"namespace.yaml", "rbac.yaml"} {
-		if err := c.Apply(ctx, filepath.Join(repo, "deploy/provisioner", f)); err != nil {
-			t.Fatal(err)
+	bin := deployProvisioner(t, c)
+	noPV := restrictedAccount(t, c, "carve-no-pv-create", func(r *rbacv1.PolicyRule) bool {
+		if slices.Contains(r.Resources, "persistentvolumes") {
+			r.Verbs = slices.DeleteFunc(slices.Clone(r.Verbs), func(v string) bool { return v == "create" })
 		}
-	}
-	bin := filepath.Join(c.Dir, "carve-provisioner")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/provisioner")
-	build.Dir = repo
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	noPV := restrictedAccount(t, c)
+		return true
+	})
 	full, err := c.ServiceAccountKubeconfig(ctx, "carve-system", "carve-provisioner")
 	if err != nil {
 		t.Fatal(err)
@@ -122,35 +113,57 @@ func TestGIDUniqueAfterKill(t *testing.T) {
 	}
 }
 
-// restrictedAccount is a service account with the shipped ClusterRole minus
-// creating PersistentVolumes; it returns its kubeconfig.
-func restrictedAccount(t *testing.T, c *cluster.Cluster) string {
+// restrictedAccount is a service account named name with the shipped
+// ClusterRole changed by edit (a rule is dropped when edit returns false),
+// bound in a ClusterRole of the same name; it returns the kubeconfig.
+func restrictedAccount(t *testing.T, c *cluster.Cluster, name string, edit func(*rbacv1.PolicyRule) bool) string {
 	ctx := t.Context()
 	role, err := c.Client.RbacV1().ClusterRoles().Get(ctx, "carve-provisioner", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "carve-no-pv-create"}}
+	r := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	for _, rule := range role.Rules {
-		if slices.Contains(rule.Resources, "persistentvolumes") {
-			rule.Verbs = slices.DeleteFunc(slices.Clone(rule.Verbs), func(v string) bool { return v == "create" })
+		if edit(&rule) {
+			r.Rules = append(r.Rules, rule)
 		}
-		r.Rules = append(r.Rules, rule)
 	}
 	if _, err := c.Client.RbacV1().ClusterRoles().Create(ctx, r, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	b := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: r.Name},
-		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "carve-no-pv-create", Namespace: "carve-system"}},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: r.Name}}
+	b := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: "carve-system"}},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: name}}
 	if _, err := c.Client.RbacV1().ClusterRoleBindings().Create(ctx, b, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	kc, err := c.ServiceAccountKubeconfig(ctx, "carve-system", "carve-no-pv-create")
+	kc, err := c.ServiceAccountKubeconfig(ctx, "carve-system", name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return kc
+}
+
+// deployProvisioner applies the shipped namespace and RBAC and builds
+// cmd/provisioner; it returns the binary.
+func deployProvisioner(t *testing.T, c *cluster.Cluster) string {
+	ctx := t.Context()
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"namespace.yaml", "rbac.yaml"} {
+		if err := c.Apply(ctx, filepath.Join(repo, "deploy/provisioner", f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := filepath.Join(c.Dir, "carve-provisioner")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/provisioner")
+	build.Dir = repo
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
 }
 
 func newClaim(t *testing.T, c *cluster.Cluster, ns, name, class string) *v1.PersistentVolumeClaim {

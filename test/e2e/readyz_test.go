@@ -1,0 +1,91 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/carve-csi/carve/test/cluster"
+)
+
+// TestReadyzWaitsForCaches (issue 17): /readyz is not ready while an
+// informer carve uses has not synced, and ready once it has. The provisioner
+// first runs without the right to list StorageClasses, so that cache cannot
+// sync; granting it lets the informer sync and the replica become ready.
+func TestReadyzWaitsForCaches(t *testing.T) {
+	c := cluster.StartForTest(t, cluster.Options{})
+	ctx := t.Context()
+	bin := deployProvisioner(t, c)
+	const name = "carve-readyz"
+	kc := restrictedAccount(t, c, name, func(r *rbacv1.PolicyRule) bool {
+		return !slices.Contains(r.Resources, "storageclasses")
+	})
+	health := freeAddr(t)
+	p, err := c.StartProcess("carve-provisioner", []string{bin, "--kubeconfig=" + kc, "--leader-elect=false",
+		"--health-address=" + health, "--v=2"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	readyz := func() (int, string) {
+		resp, err := http.Get("http://" + health + "/readyz")
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, strings.TrimSpace(string(b))
+	}
+
+	// The process serves /healthz, the API server answers, PVs and claims
+	// sync: only the StorageClass cache is missing.
+	var code int
+	var body string
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		code, body = readyz()
+		return code != 0, nil
+	})
+	if err != nil {
+		t.Fatalf("/readyz never answered: %s", body)
+	}
+	for range 20 {
+		code, body = readyz()
+		if code == http.StatusOK {
+			t.Fatalf("/readyz is ready while the StorageClass cache cannot sync: %s", body)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if !strings.Contains(body, "StorageClass cache has not synced") {
+		t.Errorf("/readyz says %q; want it to name the StorageClass cache", body)
+	}
+	t.Logf("before sync: %d %s", code, body)
+
+	role, err := c.Client.RbacV1().ClusterRoles().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	role.Rules = append(role.Rules, rbacv1.PolicyRule{APIGroups: []string{"storage.k8s.io"}, Resources: []string{"storageclasses"},
+		Verbs: []string{"get", "list", "watch"}})
+	if _, err := c.Client.RbacV1().ClusterRoles().Update(ctx, role, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(context.Context) (bool, error) {
+		code, body = readyz()
+		return code == http.StatusOK, nil
+	})
+	if err != nil {
+		t.Fatalf("/readyz not ready after the caches could sync: %d %s", code, body)
+	}
+	t.Logf("ready %v after StorageClasses could be listed", time.Since(start).Round(time.Millisecond))
+}
