@@ -6,6 +6,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -32,7 +33,7 @@ func TestReadyzWaitsForCaches(t *testing.T) {
 	})
 	health := freeAddr(t)
 	p, err := c.StartProcess("carve-provisioner", []string{bin, "--kubeconfig=" + kc, "--leader-elect=false",
-		"--health-address=" + health, "--v=2"}, nil)
+		"--mount-map=readyz.local:/export=" + t.TempDir(), "--health-address=" + health, "--v=2"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +57,8 @@ func TestReadyzWaitsForCaches(t *testing.T) {
 		return code != 0, nil
 	})
 	if err != nil {
-		t.Fatalf("/readyz never answered: %s", body)
+		log, _ := os.ReadFile(p.LogPath)
+		t.Fatalf("/readyz never answered: %s\nprovisioner log:\n%s", body, log)
 	}
 	for range 20 {
 		code, body = readyz()
