@@ -59,9 +59,12 @@ func (s *ControllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolu
 	if err != nil {
 		return nil, err
 	}
+	// csi-provisioner shows the message in the claim's event: name the
+	// object at fault (CSI is not told the StorageClass's name).
+	claim := req.GetParameters()[keyPVCNamespace] + "/" + req.GetParameters()[keyPVCName]
 	vreq, err := s.volumeRequest(req, size)
 	if err != nil {
-		return nil, toStatus(err, noLookup)
+		return nil, toStatus(params.Blame(err, claim, ""), noLookup)
 	}
 	logger := klog.FromContext(ctx).WithValues("volume", req.GetName())
 	ctx = klog.NewContext(ctx, logger)
@@ -76,7 +79,7 @@ func (s *ControllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolu
 	}
 	id, _, err := s.d.svc.Locate(vreq)
 	if err != nil {
-		return nil, toStatus(err, noLookup)
+		return nil, toStatus(params.Blame(err, claim, ""), noLookup)
 	}
 	releaseID, err := s.d.locks.tryAcquire("id:" + id.String())
 	if err != nil {

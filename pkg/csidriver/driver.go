@@ -21,6 +21,7 @@ import (
 	"github.com/carve-csi/carve/pkg/gluster"
 	"github.com/carve-csi/carve/pkg/nfs"
 	"github.com/carve-csi/carve/pkg/provisioner"
+	"github.com/carve-csi/carve/pkg/safemount"
 	"github.com/carve-csi/carve/pkg/sharemount"
 	"github.com/carve-csi/carve/pkg/volid"
 	"github.com/carve-csi/carve/pkg/volume"
@@ -101,6 +102,7 @@ var driverName = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9._-]{0,61}[a-zA-Z]$`)
 // New builds the driver. mounter does the node's mounts and the controller's
 // share mounts under MountsDir; tests pass mount.NewFakeMounter.
 func New(cfg Config, mounter mount.Interface) (*Driver, error) {
+	mounter = safemount.New(mounter)
 	if cfg.Mode == "" {
 		cfg.Mode = ModeAll
 	}

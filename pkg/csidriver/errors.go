@@ -10,6 +10,7 @@ import (
 
 	"github.com/carve-csi/carve/pkg/backend"
 	"github.com/carve-csi/carve/pkg/dirvol"
+	"github.com/carve-csi/carve/pkg/params"
 	"github.com/carve-csi/carve/pkg/volid"
 )
 
@@ -21,6 +22,7 @@ import (
 //	errIncompatible                         AlreadyExists (same name or target, different request)
 //	errBusy, backend.ErrBusy                Aborted (another call on the volume is running)
 //	backend.ErrInvalid (params.ErrInvalid)  InvalidArgument
+//	params.ErrOptionLike                    InvalidArgument (a value that reads as an option)
 //	volid.ErrMalformed                      NotFound where the RPC looks a volume up
 //	                                        (no carve volume can have that ID), else InvalidArgument
 //	backend.ErrNotFound, dirvol.ErrNotFound NotFound
@@ -66,6 +68,10 @@ func codeOf(err error, rpc lookupRPC) codes.Code {
 		return codes.AlreadyExists
 	case errors.Is(err, errBusy), errors.Is(err, backend.ErrBusy):
 		return codes.Aborted
+	case errors.Is(err, params.ErrOptionLike):
+		// Hostile, not merely unknown: refused as an argument even where
+		// a malformed ID otherwise means "no such volume".
+		return codes.InvalidArgument
 	case errors.Is(err, volid.ErrMalformed):
 		if rpc == lookup {
 			return codes.NotFound

@@ -12,9 +12,11 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
+	"k8s.io/klog/v2/ktesting"
 	mount "k8s.io/mount-utils"
 
 	"github.com/carve-csi/carve/pkg/csidriver/internal/sanitytest"
+	"github.com/carve-csi/carve/pkg/safemount"
 	"github.com/carve-csi/carve/pkg/volid"
 )
 
@@ -361,5 +363,32 @@ func TestRealReadOnlyBind(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "marker")); err != nil {
 		t.Errorf("unpublish touched the data: %v", err)
+	}
+}
+
+// TestPublishRefusesOptionLikeServer: an ID whose server mount(8) would read
+// as an option is refused as an invalid argument, and nothing is mounted,
+// through the mounter the binary uses.
+func TestPublishRefusesOptionLikeServer(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root for the real mounter")
+	}
+	_, ctx := ktesting.NewTestContext(t)
+	d, err := New(Config{NodeID: "node-1", Mode: ModeNode}, mount.New(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(t.TempDir(), "mount")
+	for _, id := range []string{"1#nfs#-oremount#/export#ns/c#retain", "1#gluster#-oremount#gv0#ns/c#retain"} {
+		_, err := d.node.NodePublishVolume(ctx, publishReq(id, target, false, csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER))
+		wantCode(t, err, codes.InvalidArgument, "must not start with '-'")
+	}
+	if m, _ := d.node.mounter.IsMountPoint(target); m {
+		t.Error("something was mounted at the target")
+	}
+	// Below the ID check, the node's mounter refuses such a source itself.
+	err = d.node.mounter.Mount("-oremount:/export/ns/c", target, "nfs", nil)
+	if !errors.Is(err, safemount.ErrOptionLike) {
+		t.Errorf("node mounter: %v; want safemount.ErrOptionLike", err)
 	}
 }

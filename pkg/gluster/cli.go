@@ -224,7 +224,7 @@ func (e *SSHExecutor) RunOn(ctx context.Context, host string, argv []string) ([]
 	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
 	remote := make([]string, 0, len(argv)+2)
 	if e.User != "root" {
-		remote = append(remote, "sudo", "-n")
+		remote = append(remote, "sudo", "-n", "--")
 	}
 	for _, a := range argv {
 		remote = append(remote, shellQuote(a))
@@ -236,7 +236,9 @@ func (e *SSHExecutor) RunOn(ctx context.Context, host string, argv []string) ([]
 	cmd := []string{bin, "-i", e.KeyFile,
 		"-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10",
 		"-o", "StrictHostKeyChecking=" + strict, "-o", "UserKnownHostsFile=" + e.KnownHostsFile,
-		"-l", e.User, host, "--", strings.Join(remote, " ")}
+		// "--" before the host: ssh reads options until then, and after
+		// the host again unless options were ended.
+		"-l", e.User, "--", host, strings.Join(remote, " ")}
 	out, err := run(ctx, cmd, fmt.Sprintf("ssh %s@%s %s", e.User, host, strings.Join(argv, " ")))
 	var re *RunError
 	if errors.As(err, &re) && re.ExitCode == 255 {
@@ -353,7 +355,9 @@ func (c *CLI) Run(ctx context.Context, args ...string) (*Output, error) {
 }
 
 func (c *CLI) runOnce(ctx context.Context, args []string) (*Output, error) {
-	full := append([]string{"--mode=script", "--xml"}, args...)
+	// "--" ends the CLI's own options: no argument (a volume name, a path)
+	// can then read as one, however it is spelt.
+	full := append([]string{"--mode=script", "--xml", "--"}, args...)
 	c.mu.Lock()
 	start := time.Now()
 	stdout, runErr := c.exec.Run(ctx, full)

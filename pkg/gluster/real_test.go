@@ -459,3 +459,18 @@ func TestFailures(t *testing.T) {
 		}
 	})
 }
+
+// TestCLIEndsOptions: every argument after carve's own options reaches
+// glusterd as a word, never as a CLI option. Without "--", `volume info
+// --version` prints the CLI's version and exits 0.
+func TestCLIEndsOptions(t *testing.T) {
+	cluster(t)
+	_, ctx := ktesting.NewTestContext(t)
+	cli := NewCLI(&LocalExecutor{}, nil)
+	for _, name := range []string{"--version", "--remote-host=203.0.113.1"} {
+		_, err := cli.VolumeInfo(ctx, name)
+		if !errors.Is(err, backend.ErrNotFound) {
+			t.Errorf("volume info %s: %v; want glusterd's \"does not exist\"", name, err)
+		}
+	}
+}

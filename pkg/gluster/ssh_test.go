@@ -22,14 +22,14 @@ echo "$@" >> "` + log + `"
 while [ $# -gt 0 ]; do
   case "$1" in
     -i|-o|-l) shift 2;;
-    --) shift; break;;
-    *) host=$1; shift;;
+    --) shift; host=$1; shift; break;;
+    *) echo "ssh: host given before --: $1" >&2; exit 255;;
   esac
 done
 case "$host" in down*) echo "ssh: connect to host $host port 22: Connection refused" >&2; exit 255;; esac
 exec sh -c "$1"
 `,
-		"sudo":    "#!/bin/sh\n[ \"$1\" = -n ] && shift\nexec \"$@\"\n",
+		"sudo":    "#!/bin/sh\n[ \"$1\" = -n ] && shift\n[ \"$1\" = -- ] && shift\nexec \"$@\"\n",
 		"gluster": "#!/bin/sh\necho \"<cliOutput><opRet>0</opRet><opErrno>0</opErrno><opErrstr/><output>$(hostname) $*</output></cliOutput>\"\n",
 	}
 	for name, body := range scripts {
@@ -68,11 +68,11 @@ func TestSSHExecutorQuotingAndFallback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasSuffix(res.Message, "--mode=script --xml volume quota gv0 limit-usage /ns/a b 1024") {
+	if !strings.HasSuffix(res.Message, "--mode=script --xml -- volume quota gv0 limit-usage /ns/a b 1024") {
 		t.Errorf("remote gluster got %q", res.Message)
 	}
 	logged, _ := os.ReadFile(log)
-	for _, want := range []string{"-l carve down1 -- sudo -n gluster", "-l carve fd00::2 -- sudo -n gluster", "BatchMode=yes", "StrictHostKeyChecking=accept-new"} {
+	for _, want := range []string{"-l carve -- down1 sudo -n -- gluster", "-l carve -- fd00::2 sudo -n -- gluster", "BatchMode=yes", "StrictHostKeyChecking=accept-new"} {
 		if !strings.Contains(string(logged), want) {
 			t.Errorf("ssh log lacks %q:\n%s", want, logged)
 		}

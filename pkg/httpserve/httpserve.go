@@ -5,10 +5,12 @@ package httpserve
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"time"
 
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 )
 
@@ -32,6 +34,19 @@ func Health(checks map[string]Check) *http.ServeMux {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	return mux
+}
+
+// Synced is a readiness check that passes once every informer has synced:
+// a replica that does not yet know the cluster's volumes must get no work.
+func Synced(informers map[string]cache.InformerSynced) Check {
+	return func(context.Context) error {
+		for name, synced := range informers {
+			if !synced() {
+				return fmt.Errorf("the %s cache has not synced yet", name)
+			}
+		}
+		return nil
+	}
 }
 
 // Serve listens on addr (a no-op for "") until ctx ends. The listener is opened

@@ -147,7 +147,7 @@ func parseGluster(c *Config, raw map[string]string, mode string, bad func(error)
 	} else {
 		for _, s := range strings.Split(v, ",") {
 			s = strings.TrimSpace(s)
-			if err := checkServer(s); err != nil {
+			if err := CheckHost(s); err != nil {
 				bad(fmt.Errorf("%w: %s=%q: %v", ErrInvalid, GlusterServers, v, err))
 				continue
 			}
@@ -263,7 +263,7 @@ func parseBrickRoots(v string, bad func(error)) []BrickRoot {
 			bad(fmt.Errorf("%w: %s entry %q: want HOST:/ABSOLUTE/PATH", ErrInvalid, GlusterBrickRootPaths, e))
 			continue
 		}
-		if err := checkServer(host); err != nil {
+		if err := CheckHost(host); err != nil {
 			bad(fmt.Errorf("%w: %s entry %q: %v", ErrInvalid, GlusterBrickRootPaths, e, err))
 			continue
 		}
@@ -350,7 +350,7 @@ func CheckGlusterVolumeName(v string) error {
 	case len(v) > 200:
 		return fmt.Errorf("volume name of %d bytes is longer than 200", len(v))
 	case strings.HasPrefix(v, "-"):
-		return fmt.Errorf("volume name must not start with '-'")
+		return fmt.Errorf("volume name %q: %w", v, ErrOptionLike)
 	}
 	for _, r := range v {
 		ok := r == '-' || r == '_' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')
@@ -371,23 +371,6 @@ func checkVolumePrefix(v string) error {
 		return fmt.Errorf("must not contain '_', which separates the parts of a volume name")
 	}
 	return CheckGlusterVolumeName(v)
-}
-
-// checkServer validates a host name or address with the same rule as
-// volid.CheckHost (volid imports this package, so the rule is repeated here;
-// pkg/gluster tests that the two agree).
-func checkServer(h string) error {
-	if h == "" || len(h) > 253 {
-		return fmt.Errorf("server %q: want a host name or IP address", h)
-	}
-	for _, r := range h {
-		ok := r == '.' || r == '-' || r == ':' || r == '[' || r == ']' || r == '_' ||
-			(r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')
-		if !ok {
-			return fmt.Errorf("server %q contains %q", h, r)
-		}
-	}
-	return nil
 }
 
 // VolumePerClaim reports whether each claim gets its own Gluster volume

@@ -99,6 +99,8 @@ func TestParseGlusterErrors(t *testing.T) {
 		{"no servers", glusterParams("servers", "<unset>"), "servers is required"},
 		{"bad server", glusterParams("servers", "g1,g 2"), `contains ' '`},
 		{"empty server", glusterParams("servers", "g1,,g2"), `server ""`},
+		{"server like an option", glusterParams("servers", "g1,-oremount"), "must not start with '-'"},
+		{"brick host like an option", glusterParams("mode", "volume", "brickRootPaths", "-x:/b"), "must not start with '-'"},
 		{"dup server", glusterParams("servers", "g1,g1"), "twice"},
 		{"no volume", glusterParams("volume", "<unset>"), "volume is required"},
 		{"volume chars", glusterParams("volume", "gv.0"), `contains '.'`},

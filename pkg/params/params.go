@@ -199,6 +199,8 @@ func Parse(in map[string]string) (*Config, error) {
 	case BackendNFS:
 		if c.Server == "" {
 			bad(fmt.Errorf("%w: %s is required for backend nfs (the NFS server's host name or IP)", ErrInvalid, Server))
+		} else if err := CheckHost(c.Server); err != nil {
+			bad(fmt.Errorf("%w: %s=%q: %w", ErrInvalid, Server, c.Server, err))
 		}
 		if err := validateShare(c.Share); err != nil {
 			bad(err)

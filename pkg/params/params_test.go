@@ -66,6 +66,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad backend", nfsParams("backend", "ceph"), `backend="ceph"`},
 		{"no server", map[string]string{"backend": "nfs", "share": "/x"}, "server is required"},
 		{"no share", map[string]string{"backend": "nfs", "server": "a"}, "share is required"},
+		{"server like an option", nfsParams("server", "-oremount"), "must not start with '-'"},
+		{"server with a space", nfsParams("server", "a b"), "contains"},
 		{"relative share", nfsParams("share", "export"), "clean absolute path"},
 		{"dotdot share", nfsParams("share", "/export/../etc"), "clean absolute path"},
 		{"onDelete", nfsParams("onDelete", "shred"), "retain, archive, delete"},

@@ -3,6 +3,7 @@ package params
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -224,14 +225,16 @@ func (p *Pattern) Render(v Vars) ([]string, error) {
 				}
 				val, ok := m[t.text]
 				if !ok {
-					return nil, fmt.Errorf("%w: %s needs the claim's %s %q, which is not set", ErrInvalid, PathPattern, what, t.text)
+					return nil, ClaimRefusal(t.field(), fmt.Errorf("%s=%q needs the claim's %s %q, which is not set", PathPattern, p.raw, what, t.text))
 				}
 				b.WriteString(val)
 			}
 		}
 		s := b.String()
 		if err := CheckSegment(s); err != nil {
-			return nil, fmt.Errorf("%w: %s=%q renders an unsafe path segment: %v", ErrInvalid, PathPattern, p.raw, err)
+			// Literals were checked when the class was parsed: the claim's
+			// values made this segment unsafe.
+			return nil, ClaimRefusal(segmentFields(seg), fmt.Errorf("%s=%q renders an unsafe path segment: %w", PathPattern, p.raw, err))
 		}
 		out = append(out, s)
 	}
@@ -265,4 +268,32 @@ func checkChars(s string) error {
 		}
 	}
 	return nil
+}
+
+// field names the claim field a variable reads.
+func (t token) field() string {
+	switch t.kind {
+	case varNamespace:
+		return "metadata.namespace"
+	case varName:
+		return "metadata.name"
+	case varPVName:
+		return "metadata.uid"
+	case varLabel:
+		return fmt.Sprintf("metadata.labels[%q]", t.text)
+	case varAnnotation:
+		return fmt.Sprintf("metadata.annotations[%q]", t.text)
+	}
+	return ""
+}
+
+// segmentFields names the claim fields one segment reads.
+func segmentFields(seg []token) string {
+	var fs []string
+	for _, t := range seg {
+		if f := t.field(); f != "" && !slices.Contains(fs, f) {
+			fs = append(fs, f)
+		}
+	}
+	return strings.Join(fs, ", ")
 }

@@ -102,3 +102,30 @@ func TestNamespaced(t *testing.T) {
 		t.Error("UsesMetadata false for a label pattern")
 	}
 }
+
+// A rendering failure is the claim's fault: it names the claim's field and
+// never reads as a StorageClass parameter error.
+func TestRenderBlamesTheClaim(t *testing.T) {
+	p, err := ParsePattern("${pvc.metadata.namespace}/${pvc.metadata.annotations['dir']}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []Vars{
+		{Namespace: "ns", Name: "c", Annotations: map[string]string{"dir": "../x"}},
+		{Namespace: "ns", Name: "c"},
+	} {
+		_, err := p.Render(v)
+		var r *Refusal
+		if !errors.As(err, &r) || r.Kind != KindClaim || r.Field != `metadata.annotations["dir"]` || !errors.Is(err, ErrInvalid) {
+			t.Fatalf("Render(%+v) = %v; want a claim refusal naming the annotation", v, err)
+		}
+		err = Blame(err, "ns/c", "cls")
+		if msg := err.Error(); !strings.HasPrefix(msg, `fix PersistentVolumeClaim ns/c (metadata.annotations["dir"]): `) || strings.Contains(msg, "StorageClass") {
+			t.Errorf("message %q", msg)
+		}
+	}
+	_, err = Parse(map[string]string{"backend": "nfs"})
+	if msg := Blame(err, "ns/c", "cls").Error(); !strings.HasPrefix(msg, "fix StorageClass cls: invalid StorageClass parameter") {
+		t.Errorf("class refusal reads %q", msg)
+	}
+}

@@ -9,7 +9,11 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
 
+	"github.com/carve-csi/carve/pkg/backend"
+	"github.com/carve-csi/carve/pkg/dirvol"
+	"github.com/carve-csi/carve/pkg/sharemount"
 	"github.com/carve-csi/carve/pkg/volume"
 )
 
@@ -30,6 +34,46 @@ type ClusterView struct {
 	mu     sync.Mutex
 	loaded bool
 	used   map[int64]bool
+	// recorded lists the GIDs recorded on the shares carve can reach (see
+	// RecordedGIDs); nil means PVs only.
+	recorded func(context.Context) ([]int64, error)
+}
+
+// RecordGIDsFrom makes the GID table also load the GIDs that list returns,
+// before the first allocation: a directory carved just before a crash has
+// its GID recorded on the share but no PV yet, and its retry will return
+// that GID. Call it before the controller runs.
+func (c *ClusterView) RecordGIDsFrom(list func(context.Context) ([]int64, error)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.recorded = list
+}
+
+// RecordedGIDs lists the GIDs of every volume record on the mapped shares
+// (--mount-map). Shares carve mounts on demand (--mounts-dir) are not
+// listed: which ones exist is known only from StorageClasses, and mounting
+// them all at start would make one unreachable server block every
+// allocation; GID uniqueness across a crash is guaranteed for mapped shares.
+func RecordedGIDs(m sharemount.Map) func(context.Context) ([]int64, error) {
+	return func(ctx context.Context) ([]int64, error) {
+		var gids []int64
+		for key, local := range m {
+			share, err := dirvol.Open(local)
+			if err != nil {
+				return nil, fmt.Errorf("%w: GID table: share %s at %s: %w", backend.ErrUnavailable, key, local, err)
+			}
+			recs, err := share.Records(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("%w: GID table: records of share %s at %s: %w", backend.ErrUnavailable, key, local, err)
+			}
+			for _, r := range recs {
+				if r.GID > 0 {
+					gids = append(gids, r.GID)
+				}
+			}
+		}
+		return gids, nil
+	}
 }
 
 // NewClusterView indexes the PV informer by carve location. Call it before the
@@ -120,10 +164,12 @@ var ErrNoGID = errors.New("no free GID in range")
 
 // Allocate implements volume.GIDAllocator. GIDs are unique across all of
 // carve's PVs, not per StorageClass, because classes may share one export.
-func (c *ClusterView) Allocate(_ context.Context, min, max int64) (int64, error) {
+func (c *ClusterView) Allocate(ctx context.Context, min, max int64) (int64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.load()
+	if err := c.load(ctx); err != nil {
+		return 0, err
+	}
 	for g := min; g <= max; g++ {
 		if !c.used[g] {
 			c.used[g] = true
@@ -137,7 +183,8 @@ func (c *ClusterView) Allocate(_ context.Context, min, max int64) (int64, error)
 func (c *ClusterView) Reserve(gid int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.load()
+	// The table may stay unloaded (a share unreadable): Allocate loads it
+	// before handing out anything, and keeps this reservation.
 	c.used[gid] = true
 }
 
@@ -148,11 +195,23 @@ func (c *ClusterView) Release(gid int64) {
 	delete(c.used, gid)
 }
 
-// load fills the table from the PVs once; the controller only runs workers
-// after its informers have synced.
-func (c *ClusterView) load() {
+// load fills the table once, from the PVs and from the records on the
+// shares; the controller only runs workers after its informers have synced.
+// Until every share could be read nothing is allocated: a GID missed here
+// could be handed out twice.
+func (c *ClusterView) load(ctx context.Context) error {
 	if c.loaded {
-		return
+		return nil
+	}
+	if c.recorded != nil {
+		gids, err := c.recorded(ctx)
+		if err != nil {
+			return err
+		}
+		for _, g := range gids {
+			c.used[g] = true
+		}
+		klog.FromContext(ctx).V(2).Info("GID table: loaded GIDs recorded on the shares", "count", len(gids))
 	}
 	for _, o := range c.volumes.List() {
 		pv := o.(*v1.PersistentVolume)
@@ -164,4 +223,5 @@ func (c *ClusterView) load() {
 		}
 	}
 	c.loaded = true
+	return nil
 }

@@ -61,12 +61,16 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 	logger := klog.FromContext(ctx).WithValues("PVC", klog.KObj(claim), "PV", opts.PVName)
 	ctx = klog.NewContext(ctx, logger)
 
+	// Refusals name the object at fault (the claim or its class), in one place.
+	blame := func(err error) error {
+		return params.Blame(err, claim.Namespace+"/"+claim.Name, opts.StorageClass.Name)
+	}
 	if err := checkClaim(claim); err != nil {
-		return nil, controller.ProvisioningFinished, err
+		return nil, controller.ProvisioningFinished, blame(err)
 	}
 	cfg, err := params.Parse(opts.StorageClass.Parameters)
 	if err != nil {
-		return nil, controller.ProvisioningFinished, fmt.Errorf("fix StorageClass %s: %w", opts.StorageClass.Name, err)
+		return nil, controller.ProvisioningFinished, blame(err)
 	}
 	res, err := p.svc.Create(ctx, volume.Request{
 		Name:      opts.PVName,
@@ -84,7 +88,7 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 		},
 	})
 	if err != nil {
-		return nil, controller.ProvisioningFinished, err
+		return nil, controller.ProvisioningFinished, blame(err)
 	}
 	if res.Reattached {
 		p.recorder.Event(claim, v1.EventTypeNormal, ReasonReattached, res.Message)
@@ -106,14 +110,14 @@ func sizeOf(c *v1.PersistentVolumeClaim) int64 {
 func checkClaim(c *v1.PersistentVolumeClaim) error {
 	switch {
 	case c.Spec.VolumeMode != nil && *c.Spec.VolumeMode == v1.PersistentVolumeBlock:
-		return fmt.Errorf("%w: volumeMode Block is not supported by NFS or GlusterFS: use volumeMode Filesystem", backend.ErrInvalid)
+		return params.ClaimRefusal("spec.volumeMode", errors.New("volumeMode Block is not supported by NFS or GlusterFS: use volumeMode Filesystem"))
 	case c.Spec.DataSource != nil || c.Spec.DataSourceRef != nil:
-		return fmt.Errorf("%w: carve cannot populate a volume from a dataSource (clone or snapshot): remove spec.dataSource", backend.ErrInvalid)
+		return params.ClaimRefusal("spec.dataSource", errors.New("carve cannot populate a volume from a dataSource (clone or snapshot): remove spec.dataSource"))
 	case c.Spec.Selector != nil:
-		return fmt.Errorf("%w: a claim with spec.selector only binds existing PVs; carve cannot provision for it: remove the selector", backend.ErrInvalid)
+		return params.ClaimRefusal("spec.selector", errors.New("a claim with spec.selector only binds existing PVs; carve cannot provision for it: remove the selector"))
 	}
 	if _, ok := c.Spec.Resources.Requests[v1.ResourceStorage]; !ok {
-		return fmt.Errorf("%w: spec.resources.requests.storage is required", backend.ErrInvalid)
+		return params.ClaimRefusal("spec.resources.requests.storage", errors.New("a storage request is required"))
 	}
 	return nil
 }

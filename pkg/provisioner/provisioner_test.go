@@ -186,6 +186,20 @@ func (h *harness) waitEvent(ns, object, reason, contains string) {
 	}
 }
 
+// hasEvent reports whether any event on object mentions contains.
+func (h *harness) hasEvent(ns, object, contains string) bool {
+	list, err := h.client.CoreV1().Events(ns).List(h.ctx, metav1.ListOptions{})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, e := range list.Items {
+		if e.InvolvedObject.Name == object && strings.Contains(e.Message, contains) {
+			return true
+		}
+	}
+	return false
+}
+
 // release marks a PV Released as the PV controller does after its claim is deleted.
 func (h *harness) release(pv *v1.PersistentVolume) {
 	h.t.Helper()
@@ -289,6 +303,16 @@ func TestUnsupportedClaimsGetEvents(t *testing.T) {
 	h.waitEvent("ns", "clone", "ProvisioningFailed", "remove spec.dataSource")
 	h.waitEvent("ns", "selector", "ProvisioningFailed", "remove the selector")
 	h.waitEvent("ns", "typo", "ProvisioningFailed", `unknown parameter "archiveOnDelete"`)
+	// Each refusal names the object at fault, and only that one (the
+	// library itself prefixes "failed to provision volume with StorageClass").
+	h.waitEvent("ns", "clone", "ProvisioningFailed", "fix PersistentVolumeClaim ns/clone (spec.dataSource)")
+	h.waitEvent("ns", "selector", "ProvisioningFailed", "fix PersistentVolumeClaim ns/selector (spec.selector)")
+	h.waitEvent("ns", "typo", "ProvisioningFailed", "fix StorageClass typo: invalid StorageClass parameter")
+	for _, claim := range []string{"clone", "selector"} {
+		if h.hasEvent("ns", claim, "invalid StorageClass parameter") {
+			t.Errorf("claim %s's event blames a StorageClass", claim)
+		}
+	}
 	h.waitEvent("ns", "unreachable", "ProvisioningFailed", "--mount-map 10.9.9.9:/other=LOCALPATH")
 	entries, _ := os.ReadDir(filepath.Join(h.root, "ns"))
 	for _, e := range entries {
@@ -303,6 +327,12 @@ func TestHostileLabelsNeverEscape(t *testing.T) {
 	h.class("by-label", v1.PersistentVolumeReclaimRetain, nfsParams("pathPattern", "${pvc.metadata.namespace}/${pvc.metadata.annotations['dir']}"))
 	h.claim("ns", "evil", "by-label", func(c *v1.PersistentVolumeClaim) { c.Annotations["dir"] = "../../etc" })
 	h.waitEvent("ns", "evil", "ProvisioningFailed", "unsafe path segment")
+	h.waitEvent("ns", "evil", "ProvisioningFailed", `fix PersistentVolumeClaim ns/evil (metadata.annotations["dir"])`)
+	if h.hasEvent("ns", "evil", "invalid StorageClass parameter") || h.hasEvent("ns", "evil", "fix StorageClass") {
+		t.Error("a hostile annotation is blamed on the StorageClass")
+	}
+	h.claim("ns", "unlabelled", "by-label")
+	h.waitEvent("ns", "unlabelled", "ProvisioningFailed", `fix PersistentVolumeClaim ns/unlabelled (metadata.annotations["dir"])`)
 	if _, err := os.Stat(filepath.Join(h.root, "ns")); !os.IsNotExist(err) {
 		t.Errorf("something was created: %v", err)
 	}

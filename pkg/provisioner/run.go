@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/carve-csi/carve/pkg/httpserve"
 	"github.com/carve-csi/carve/pkg/nfs"
+	"github.com/carve-csi/carve/pkg/safemount"
 	"github.com/carve-csi/carve/pkg/sharemount"
 	"github.com/carve-csi/carve/pkg/volume"
 )
@@ -45,14 +47,16 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config) error {
 	factory := informers.NewSharedInformerFactory(client, cfg.ResyncPeriod)
 	pvInformer := factory.Core().V1().PersistentVolumes().Informer()
 	pvcInformer := factory.Core().V1().PersistentVolumeClaims().Informer()
+	classInformer := factory.Storage().V1().StorageClasses().Informer()
 	view, err := NewClusterView(pvInformer, pvcInformer)
 	if err != nil {
 		return err
 	}
+	view.RecordGIDsFrom(RecordedGIDs(cfg.MountMap))
 
 	resolver := &sharemount.Resolver{Map: cfg.MountMap, MountsDir: cfg.MountsDir}
 	if cfg.MountsDir != "" {
-		resolver.Mounter = mount.New("")
+		resolver.Mounter = safemount.New(mount.New(""))
 	}
 	svc := volume.New(volume.Options{Referrers: view, GIDs: view, PurgeContext: ctx}, nfs.New(resolver), newGluster(client, resolver))
 
@@ -76,6 +80,8 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config) error {
 		controller.ResyncPeriod(cfg.ResyncPeriod),
 		controller.ClaimsInformer(pvcInformer),
 		controller.VolumesInformer(pvInformer),
+		// Ours, not the lib's own, so readiness can wait for it too.
+		controller.ClassesInformer(classInformer),
 		controller.MetricsInstance(m),
 		// Retry saving a PV forever instead of deleting the carved directory
 		// after five failures: the data must never depend on API availability.
@@ -87,6 +93,8 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config) error {
 	pc := controller.NewProvisionController(logger, client, cfg.Name, New(svc, view, recorder), opts...)
 
 	mux := httpserve.Health(map[string]httpserve.Check{
+		"synced": httpserve.Synced(map[string]cache.InformerSynced{"PersistentVolume": pvInformer.HasSynced,
+			"PersistentVolumeClaim": pvcInformer.HasSynced, "StorageClass": classInformer.HasSynced}),
 		"apiserver": func(ctx context.Context) error {
 			_, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 			return err

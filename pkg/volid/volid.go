@@ -77,8 +77,8 @@ func (id ID) Validate() error {
 		return fmt.Errorf("%w: no server", ErrMalformed)
 	}
 	for _, s := range id.Servers {
-		if err := checkHost(s); err != nil {
-			return err
+		if err := params.CheckHost(s); err != nil {
+			return fmt.Errorf("%w: %w", ErrMalformed, err)
 		}
 	}
 	if id.Backend == params.BackendNFS {
@@ -88,12 +88,12 @@ func (id ID) Validate() error {
 		if len(id.Dir) == 0 {
 			return fmt.Errorf("%w: NFS volume without a directory", ErrMalformed)
 		}
-	} else if err := checkGlusterVolume(id.Share); err != nil {
-		return err
+	} else if err := params.CheckGlusterVolumeName(id.Share); err != nil {
+		return fmt.Errorf("%w: Gluster volume: %w", ErrMalformed, err)
 	}
 	for _, seg := range id.Dir {
 		if err := params.CheckSegment(seg); err != nil {
-			return fmt.Errorf("%w: directory: %v", ErrMalformed, err)
+			return fmt.Errorf("%w: directory: %w", ErrMalformed, err)
 		}
 	}
 	if _, err := params.ParseOnDelete(string(id.OnDelete)); err != nil || id.OnDelete == "" {
@@ -134,34 +134,4 @@ func Parse(s string) (ID, error) {
 		return ID{}, fmt.Errorf("%w: %q is not in canonical form", ErrMalformed, s)
 	}
 	return id, nil
-}
-
-func checkHost(h string) error {
-	if h == "" || len(h) > 253 {
-		return fmt.Errorf("%w: server %q", ErrMalformed, h)
-	}
-	for _, r := range h {
-		ok := r == '.' || r == '-' || r == ':' || r == '[' || r == ']' || r == '_' ||
-			(r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')
-		if !ok {
-			return fmt.Errorf("%w: server %q contains %q", ErrMalformed, h, r)
-		}
-	}
-	return nil
-}
-
-// CheckHost validates a server name or address as IDs require.
-func CheckHost(h string) error { return checkHost(h) }
-
-func checkGlusterVolume(v string) error {
-	if v == "" || len(v) > 200 {
-		return fmt.Errorf("%w: Gluster volume %q", ErrMalformed, v)
-	}
-	for _, r := range v {
-		ok := r == '-' || r == '_' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')
-		if !ok {
-			return fmt.Errorf("%w: Gluster volume %q contains %q", ErrMalformed, v, r)
-		}
-	}
-	return nil
 }

@@ -3,7 +3,10 @@ package volid
 import (
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
+
+	"github.com/carve-csi/carve/pkg/params"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -49,6 +52,8 @@ func TestParseRejects(t *testing.T) {
 		"1#nfs#s#/e#.carve-trash/x#retain", "1#nfs#s#/e#d#shred", "1#nfs#s#/e#d#", "1#nfs#s p#/e#d#retain",
 		"1#nfs#s#/e#d%2F..%2F..#retain", "1#nfs#s#/e#d%zz#retain", "1#nfs#s#/e#%64#retain",
 		"1#gluster#g#gv/0#d#retain", "1#nfs#s#/e#a%00b#retain",
+		// Names that mount(8), ssh or gluster would read as options.
+		"1#nfs#-oremount#/export#d#retain", "1#gluster#g1,-oremount#gv0#d#retain", "1#gluster#g#-gv0#d#retain",
 	} {
 		if _, err := Parse(s); err == nil {
 			t.Errorf("Parse(%q) succeeded", s)
@@ -80,4 +85,21 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The host and Gluster volume rules are params', applied to IDs unchanged.
+func TestHostRuleIsParams(t *testing.T) {
+	for _, h := range []string{"g1", "10.0.0.1", "[fd00::1]", "a_b", "-oremount", "-", "g 1", "g/1", "g1;rm", strings.Repeat("a", 254)} {
+		perr := params.CheckHost(h)
+		verr := ID{Backend: "nfs", Servers: []string{h}, Share: "/e", Dir: []string{"d"}, OnDelete: "retain"}.Validate()
+		if (perr == nil) != (verr == nil) {
+			t.Errorf("host %q: params %v, volid %v", h, perr, verr)
+		}
+		if verr != nil && !errors.Is(verr, ErrMalformed) {
+			t.Errorf("host %q: %v is not ErrMalformed", h, verr)
+		}
+	}
+	if err := params.CheckHost("-oremount"); err == nil {
+		t.Error("params accepts a host starting with '-'")
+	}
 }
