@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/test/cluster"
 )
 
@@ -36,7 +37,7 @@ func TestReadyzWaitsForCaches(t *testing.T) {
 	})
 	health := freeAddr(t)
 	p, err := c.StartProcess("carve-provisioner", []string{bin, "--kubeconfig=" + kc, "--leader-elect=false",
-		"--mount-map=readyz.local:/export=" + t.TempDir(), "--health-address=" + health, "--v=2"}, nil)
+		"--mount-map=readyz.local:/export=" + declaredShare(t), "--health-address=" + health, "--v=2"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +122,7 @@ func TestCSIReadyzWaitsForCaches(t *testing.T) {
 	}
 	health := freeAddr(t)
 	p, err := c.StartProcess("carve-csi-controller", []string{bin, "--mode=controller", "--kubeconfig=" + kc,
-		"--endpoint=unix://" + filepath.Join(t.TempDir(), "csi.sock"), "--mount-map=readyz.local:/export=" + t.TempDir(),
+		"--endpoint=unix://" + filepath.Join(t.TempDir(), "csi.sock"), "--mount-map=readyz.local:/export=" + declaredShare(t),
 		"--health-address=" + health, "--v=2"}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -173,4 +174,16 @@ func readyzOf(addr string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, strings.TrimSpace(string(b))
+}
+
+// declaredShare is a directory declared to be the share (an empty
+// .carve-share, as an administrator does for an exported directory carve
+// reaches without a mount), so readiness sees a verified share.
+func declaredShare(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := dirvol.Declare(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
