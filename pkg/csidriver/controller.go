@@ -10,8 +10,8 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/carve-csi/carve/pkg/backend"
+	"github.com/carve-csi/carve/pkg/kubeview"
 	"github.com/carve-csi/carve/pkg/params"
-	"github.com/carve-csi/carve/pkg/provisioner"
 	"github.com/carve-csi/carve/pkg/volid"
 	"github.com/carve-csi/carve/pkg/volume"
 )
@@ -109,7 +109,7 @@ func (s *ControllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolu
 	return &csi.CreateVolumeResponse{Volume: &csi.Volume{
 		VolumeId:      res.ID.String(),
 		CapacityBytes: capacity,
-		VolumeContext: provisioner.VolumeAttributes(res.ID),
+		VolumeContext: kubeview.VolumeAttributes(res.ID),
 	}}, nil
 }
 
@@ -137,7 +137,7 @@ func (s *ControllerServer) createWholeVolume(ctx context.Context, req *csi.Creat
 	return &csi.CreateVolumeResponse{Volume: &csi.Volume{
 		VolumeId:      res.ID.String(),
 		CapacityBytes: capacity,
-		VolumeContext: provisioner.VolumeAttributes(res.ID),
+		VolumeContext: kubeview.VolumeAttributes(res.ID),
 	}}, nil
 }
 

@@ -17,8 +17,8 @@ import (
 
 	"github.com/carve-csi/carve/pkg/backend"
 	"github.com/carve-csi/carve/pkg/dirvol"
+	"github.com/carve-csi/carve/pkg/kubeview"
 	"github.com/carve-csi/carve/pkg/nfs"
-	"github.com/carve-csi/carve/pkg/provisioner"
 	"github.com/carve-csi/carve/pkg/sharemount"
 	"github.com/carve-csi/carve/pkg/volid"
 	"github.com/carve-csi/carve/pkg/volume"
@@ -183,8 +183,8 @@ func TestCreateVolumeUsesClaimMetadata(t *testing.T) {
 	pv := &v1.PersistentVolume{Spec: v1.PersistentVolumeSpec{PersistentVolumeSource: v1.PersistentVolumeSource{
 		CSI: &v1.CSIPersistentVolumeSource{Driver: DefaultName, VolumeHandle: vol.VolumeId},
 	}}}
-	if got, ok, err := provisioner.VolumeID(pv); !ok || err != nil || got.String() != vol.VolumeId {
-		t.Errorf("provisioner.VolumeID = %v, %v, %v", got, ok, err)
+	if got, ok, err := kubeview.VolumeID(pv); !ok || err != nil || got.String() != vol.VolumeId {
+		t.Errorf("kubeview.VolumeID = %v, %v, %v", got, ok, err)
 	}
 
 	// ${pv.metadata.name} is the CSI name when the key is absent.

@@ -19,8 +19,8 @@ import (
 
 	"github.com/carve-csi/carve/pkg/backend"
 	"github.com/carve-csi/carve/pkg/gluster"
+	"github.com/carve-csi/carve/pkg/kubeview"
 	"github.com/carve-csi/carve/pkg/nfs"
-	"github.com/carve-csi/carve/pkg/provisioner"
 	"github.com/carve-csi/carve/pkg/safemount"
 	"github.com/carve-csi/carve/pkg/sharemount"
 	"github.com/carve-csi/carve/pkg/volid"
@@ -28,7 +28,7 @@ import (
 )
 
 // DefaultName is the driver name carve's manifests and classic CSI PVs use.
-const DefaultName = provisioner.DriverName
+const DefaultName = kubeview.DriverName
 
 // DefaultGlusterLogDir is where the node's Gluster FUSE clients log.
 const DefaultGlusterLogDir = "/var/log/carve/glusterfs"
@@ -202,13 +202,13 @@ func (l *keyLocks) tryAcquire(keys ...string) (func(), error) {
 func Run(ctx context.Context, cfg Config) error {
 	logger := klog.FromContext(ctx)
 	if cfg.KubeClient != nil && cfg.Mode.controller() {
-		if cfg.Name != provisioner.DriverName {
+		if cfg.Name != kubeview.DriverName {
 			// ClusterView recognizes CSI PVs of carve.csi.dev only.
-			logger.Info("WARNING: the cluster view only sees CSI PersistentVolumes of driver "+provisioner.DriverName+
+			logger.Info("WARNING: the cluster view only sees CSI PersistentVolumes of driver "+kubeview.DriverName+
 				"; live-volume checks miss this driver's PVs", "driver", cfg.Name)
 		}
 		factory := informers.NewSharedInformerFactory(cfg.KubeClient, 15*time.Minute)
-		view, err := provisioner.NewClusterView(
+		view, err := kubeview.NewClusterView(
 			factory.Core().V1().PersistentVolumes().Informer(),
 			factory.Core().V1().PersistentVolumeClaims().Informer())
 		if err != nil {

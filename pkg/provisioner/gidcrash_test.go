@@ -10,6 +10,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 
 	"github.com/carve-csi/carve/pkg/dirvol"
+	"github.com/carve-csi/carve/pkg/kubeview"
 )
 
 // TestGIDsRecordedOnShareAreNotReused: a directory carved with GID 2000 just
@@ -20,6 +21,9 @@ import (
 func TestGIDsRecordedOnShareAreNotReused(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "export")
 	if err := os.Mkdir(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := dirvol.Declare(root); err != nil {
 		t.Fatal(err)
 	}
 	share, err := dirvol.Open(root)
@@ -35,11 +39,11 @@ func TestGIDsRecordedOnShareAreNotReused(t *testing.T) {
 	h := startControllerOn(t, "10.0.0.5:/export", root)
 	h.class("carve-nfs", v1.PersistentVolumeReclaimRetain, nfsParams())
 	fresh := h.waitPV(h.claim("db", "fresh", "carve-nfs"))
-	if g := fresh.Annotations[AnnGID]; g == "2000" {
+	if g := fresh.Annotations[kubeview.AnnGID]; g == "2000" {
 		t.Fatalf("a new claim got GID 2000, recorded on the share for the crashed volume")
 	}
 	again := h.waitPV(h.claim("db", "crashed", "carve-nfs"))
-	if again.Annotations[AnnGID] != "2000" || again.Annotations[AnnGID] == fresh.Annotations[AnnGID] {
-		t.Errorf("GIDs: crashed claim %s, new claim %s; want 2000 and another", again.Annotations[AnnGID], fresh.Annotations[AnnGID])
+	if again.Annotations[kubeview.AnnGID] != "2000" || again.Annotations[kubeview.AnnGID] == fresh.Annotations[kubeview.AnnGID] {
+		t.Errorf("GIDs: crashed claim %s, new claim %s; want 2000 and another", again.Annotations[kubeview.AnnGID], fresh.Annotations[kubeview.AnnGID])
 	}
 }

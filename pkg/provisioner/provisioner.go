@@ -14,23 +14,11 @@ import (
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 
 	"github.com/carve-csi/carve/pkg/backend"
+	"github.com/carve-csi/carve/pkg/kubeview"
 	"github.com/carve-csi/carve/pkg/nfs"
 	"github.com/carve-csi/carve/pkg/params"
-	"github.com/carve-csi/carve/pkg/volid"
 	"github.com/carve-csi/carve/pkg/volume"
 )
-
-// Annotations carve writes on PersistentVolumes.
-const (
-	// AnnVolumeID holds the self-describing volume ID: Delete needs nothing else.
-	AnnVolumeID = "carve.csi.dev/volume-id"
-	// AnnGID makes the kubelet add the volume's group to the pod's
-	// supplemental groups, so non-root images can write without 0777.
-	AnnGID = "pv.beta.kubernetes.io/gid"
-)
-
-// DriverName is carve's CSI driver name, used for csi PVs.
-const DriverName = "carve.csi.dev"
 
 // Event reasons carve adds to the library's own.
 const (
@@ -129,9 +117,9 @@ func buildPV(opts controller.ProvisionOptions, cfg *params.Config, res *volume.R
 	}
 	pv := &v1.PersistentVolume{}
 	pv.Name = opts.PVName
-	pv.Annotations = map[string]string{AnnVolumeID: res.ID.String()}
+	pv.Annotations = map[string]string{kubeview.AnnVolumeID: res.ID.String()}
 	if res.GID >= 0 {
-		pv.Annotations[AnnGID] = strconv.FormatInt(res.GID, 10)
+		pv.Annotations[kubeview.AnnGID] = strconv.FormatInt(res.GID, 10)
 	}
 	fs := v1.PersistentVolumeFilesystem
 	pv.Spec = v1.PersistentVolumeSpec{
@@ -143,9 +131,9 @@ func buildPV(opts controller.ProvisionOptions, cfg *params.Config, res *volume.R
 	}
 	if cfg.VolumeType == params.VolumeTypeCSI {
 		pv.Spec.CSI = &v1.CSIPersistentVolumeSource{
-			Driver:           DriverName,
+			Driver:           kubeview.DriverName,
 			VolumeHandle:     res.ID.String(),
-			VolumeAttributes: VolumeAttributes(res.ID),
+			VolumeAttributes: kubeview.VolumeAttributes(res.ID),
 		}
 	} else {
 		pv.Spec.NFS = &v1.NFSVolumeSource{Server: res.ID.Servers[0], Path: nfs.ExportPath(res.ID)}
@@ -153,40 +141,17 @@ func buildPV(opts controller.ProvisionOptions, cfg *params.Config, res *volume.R
 	return pv
 }
 
-// VolumeAttributes are informational copies of the ID's fields for CSI PVs.
-func VolumeAttributes(id volid.ID) map[string]string {
-	return map[string]string{
-		"backend": id.Backend,
-		"server":  id.Servers[0],
-		"share":   id.Share,
-		"subdir":  id.DirPath(),
-	}
-}
-
-// VolumeID returns the carve volume ID of a PV, or false if the PV is not carve's.
-func VolumeID(pv *v1.PersistentVolume) (volid.ID, bool, error) {
-	s, ok := pv.Annotations[AnnVolumeID]
-	if !ok && pv.Spec.CSI != nil && pv.Spec.CSI.Driver == DriverName {
-		s, ok = pv.Spec.CSI.VolumeHandle, true
-	}
-	if !ok {
-		return volid.ID{}, false, nil
-	}
-	id, err := volid.Parse(s)
-	return id, true, err
-}
-
 // Delete applies the onDelete policy recorded in the PV's volume ID.
 func (p *Provisioner) Delete(ctx context.Context, pv *v1.PersistentVolume) error {
 	logger := klog.FromContext(ctx).WithValues("PV", klog.KObj(pv))
 	ctx = klog.NewContext(ctx, logger)
-	id, ok, err := VolumeID(pv)
+	id, ok, err := kubeview.VolumeID(pv)
 	if !ok {
-		return &controller.IgnoredError{Reason: "the PV has no " + AnnVolumeID + " annotation, so carve did not provision it"}
+		return &controller.IgnoredError{Reason: "the PV has no " + kubeview.AnnVolumeID + " annotation, so carve did not provision it"}
 	}
 	if err != nil {
 		// Never guess where data lives: leave the PV for an administrator.
-		return fmt.Errorf("cannot delete: %s annotation is not a valid carve volume ID: %w", AnnVolumeID, err)
+		return fmt.Errorf("cannot delete: %s annotation is not a valid carve volume ID: %w", kubeview.AnnVolumeID, err)
 	}
 	out, err := p.svc.Delete(ctx, pv.Name, id)
 	if err != nil {
@@ -218,7 +183,7 @@ func (p *Provisioner) Delete(ctx context.Context, pv *v1.PersistentVolume) error
 	}
 	if p.gids != nil {
 		// The group stays reserved while its directory may be mounted again.
-		if g, err := strconv.ParseInt(pv.Annotations[AnnGID], 10, 64); err == nil && out.Action.Gone() {
+		if g, err := strconv.ParseInt(pv.Annotations[kubeview.AnnGID], 10, 64); err == nil && out.Action.Gone() {
 			p.gids.Release(g)
 		}
 	}

@@ -25,6 +25,7 @@ import (
 	"k8s.io/klog/v2/ktesting"
 
 	"github.com/carve-csi/carve/pkg/dirvol"
+	"github.com/carve-csi/carve/pkg/kubeview"
 	"github.com/carve-csi/carve/pkg/sharemount"
 )
 
@@ -253,10 +254,10 @@ func TestProvisionPV(t *testing.T) {
 	if pv.Spec.ClaimRef == nil || pv.Spec.ClaimRef.Name != "data-mongo-0" || pv.Spec.StorageClassName != "carve-nfs" {
 		t.Errorf("claimRef/class = %+v %q", pv.Spec.ClaimRef, pv.Spec.StorageClassName)
 	}
-	if pv.Annotations[AnnGID] != "2000" {
-		t.Errorf("gid annotation = %q, want 2000", pv.Annotations[AnnGID])
+	if pv.Annotations[kubeview.AnnGID] != "2000" {
+		t.Errorf("gid annotation = %q, want 2000", pv.Annotations[kubeview.AnnGID])
 	}
-	if got := pv.Annotations[AnnVolumeID]; got != "1#nfs#10.0.0.5#/export#db/data-mongo-0#retain" {
+	if got := pv.Annotations[kubeview.AnnVolumeID]; got != "1#nfs#10.0.0.5#/export#db/data-mongo-0#retain" {
 		t.Errorf("volume id = %q", got)
 	}
 	fi, err := os.Stat(filepath.Join(h.root, "db", "data-mongo-0"))
@@ -269,14 +270,14 @@ func TestProvisionPV(t *testing.T) {
 
 	// A second claim gets the next GID.
 	pv2 := h.waitPV(h.claim("db", "data-mongo-1", "carve-nfs"))
-	if pv2.Annotations[AnnGID] != "2001" {
-		t.Errorf("second gid = %q, want 2001", pv2.Annotations[AnnGID])
+	if pv2.Annotations[kubeview.AnnGID] != "2001" {
+		t.Errorf("second gid = %q, want 2001", pv2.Annotations[kubeview.AnnGID])
 	}
 
 	// volumeType csi writes a CSI PV for carve's node plugin.
 	h.class("carve-csi", v1.PersistentVolumeReclaimRetain, nfsParams("volumeType", "csi"))
 	cpv := h.waitPV(h.claim("db", "csi-claim", "carve-csi"))
-	if cpv.Spec.CSI == nil || cpv.Spec.CSI.Driver != DriverName || cpv.Spec.CSI.VolumeHandle != cpv.Annotations[AnnVolumeID] ||
+	if cpv.Spec.CSI == nil || cpv.Spec.CSI.Driver != kubeview.DriverName || cpv.Spec.CSI.VolumeHandle != cpv.Annotations[kubeview.AnnVolumeID] ||
 		cpv.Spec.CSI.VolumeAttributes["subdir"] != "db/csi-claim" {
 		t.Errorf("csi source = %+v", cpv.Spec.CSI)
 	}
@@ -354,8 +355,8 @@ func TestReattachAndDeletePolicies(t *testing.T) {
 	h.release(pv)
 	c2 := h.claim("db", "data-mongo-0", "retain")
 	pv2 := h.waitPV(c2)
-	if pv2.Spec.NFS.Path != pv.Spec.NFS.Path || pv2.Annotations[AnnGID] != pv.Annotations[AnnGID] {
-		t.Errorf("re-attached PV %s:%s, want %s:%s", pv2.Spec.NFS.Path, pv2.Annotations[AnnGID], pv.Spec.NFS.Path, pv.Annotations[AnnGID])
+	if pv2.Spec.NFS.Path != pv.Spec.NFS.Path || pv2.Annotations[kubeview.AnnGID] != pv.Annotations[kubeview.AnnGID] {
+		t.Errorf("re-attached PV %s:%s, want %s:%s", pv2.Spec.NFS.Path, pv2.Annotations[kubeview.AnnGID], pv.Spec.NFS.Path, pv.Annotations[kubeview.AnnGID])
 	}
 	h.waitEvent("db", "data-mongo-0", ReasonReattached, "re-attached existing directory db/data-mongo-0")
 	if b, err := os.ReadFile(marker); err != nil || string(b) != "mongo-0" {

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller/metrics"
 
 	"github.com/carve-csi/carve/pkg/httpserve"
+	"github.com/carve-csi/carve/pkg/kubeview"
 	"github.com/carve-csi/carve/pkg/nfs"
 	"github.com/carve-csi/carve/pkg/safemount"
 	"github.com/carve-csi/carve/pkg/sharemount"
@@ -48,11 +49,11 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config) error {
 	pvInformer := factory.Core().V1().PersistentVolumes().Informer()
 	pvcInformer := factory.Core().V1().PersistentVolumeClaims().Informer()
 	classInformer := factory.Storage().V1().StorageClasses().Informer()
-	view, err := NewClusterView(pvInformer, pvcInformer)
+	view, err := kubeview.NewClusterView(pvInformer, pvcInformer)
 	if err != nil {
 		return err
 	}
-	view.RecordGIDsFrom(RecordedGIDs(cfg.MountMap))
+	view.RecordGIDsFrom(kubeview.RecordedGIDs(cfg.MountMap))
 
 	resolver := &sharemount.Resolver{Map: cfg.MountMap, MountsDir: cfg.MountsDir}
 	if cfg.MountsDir != "" {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/carve-csi/carve/pkg/backend"
 	"github.com/carve-csi/carve/pkg/dirvol"
+	"github.com/carve-csi/carve/pkg/kubeview"
 	"github.com/carve-csi/carve/pkg/params"
 	"github.com/carve-csi/carve/pkg/volid"
 	"github.com/carve-csi/carve/pkg/volume"
@@ -66,7 +67,7 @@ func TestVolumePerClaimProvisionAndDelete(t *testing.T) {
 	if fb.req.ClaimUID != string(claim.UID) || fb.req.SizeBytes != 1<<30 || fb.req.Owner.GID < params.DefaultGIDMin || fb.req.Owner.Mode != 0o2770 {
 		t.Errorf("volume request = %+v", fb.req)
 	}
-	if pv.Spec.CSI == nil || pv.Spec.CSI.VolumeHandle != "1#gluster#g1,g2#pvc_0badc0de##delete" || pv.Annotations[AnnGID] == "" {
+	if pv.Spec.CSI == nil || pv.Spec.CSI.VolumeHandle != "1#gluster#g1,g2#pvc_0badc0de##delete" || pv.Annotations[kubeview.AnnGID] == "" {
 		t.Fatalf("PV = %+v", pv)
 	}
 	if ev := <-rec.Events; !strings.Contains(ev, "Warning "+ReasonWarning+" size not enforced") {

@@ -22,7 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/carve-csi/carve/pkg/dirvol"
-	"github.com/carve-csi/carve/pkg/provisioner"
+	"github.com/carve-csi/carve/pkg/kubeview"
 	"github.com/carve-csi/carve/test/cluster"
 )
 
@@ -90,7 +90,7 @@ func TestGIDUniqueAfterKill(t *testing.T) {
 	t.Cleanup(p.Stop)
 	fresh := waitPV(t, c, newClaim(t, c, ns, "fresh", sc.Name))
 	again := waitPV(t, c, newClaim(t, c, ns, "crashed", sc.Name))
-	t.Logf("GIDs: fresh %s, crashed (re-attached) %s", fresh.Annotations[provisioner.AnnGID], again.Annotations[provisioner.AnnGID])
+	t.Logf("GIDs: fresh %s, crashed (re-attached) %s", fresh.Annotations[kubeview.AnnGID], again.Annotations[kubeview.AnnGID])
 
 	pvs, err := c.Client.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -98,7 +98,7 @@ func TestGIDUniqueAfterKill(t *testing.T) {
 	}
 	owner := map[string]string{}
 	for _, pv := range pvs.Items {
-		g := pv.Annotations[provisioner.AnnGID]
+		g := pv.Annotations[kubeview.AnnGID]
 		if g == "" {
 			t.Errorf("PV %s has no GID", pv.Name)
 			continue
@@ -108,8 +108,8 @@ func TestGIDUniqueAfterKill(t *testing.T) {
 		}
 		owner[g] = pv.Name
 	}
-	if again.Annotations[provisioner.AnnGID] != fmt.Sprint(rec.GID) {
-		t.Errorf("the crashed claim's volume has GID %s, want its recorded %d", again.Annotations[provisioner.AnnGID], rec.GID)
+	if again.Annotations[kubeview.AnnGID] != fmt.Sprint(rec.GID) {
+		t.Errorf("the crashed claim's volume has GID %s, want its recorded %d", again.Annotations[kubeview.AnnGID], rec.GID)
 	}
 }
 

@@ -1,4 +1,9 @@
-package provisioner
+// Package kubeview is carve's Kubernetes view of its own PersistentVolumes,
+// shared by both front doors: the annotations carve writes, how a PV names
+// its volume, which PVs point at (or into) a directory and whether their
+// claims are live, and the GID table. It answers volume.Referrers and
+// volume.GIDAllocator from the informers the caller runs.
+package kubeview
 
 import (
 	"context"
@@ -14,6 +19,7 @@ import (
 	"github.com/carve-csi/carve/pkg/backend"
 	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/pkg/sharemount"
+	"github.com/carve-csi/carve/pkg/volid"
 	"github.com/carve-csi/carve/pkg/volume"
 )
 
@@ -224,4 +230,39 @@ func (c *ClusterView) load(ctx context.Context) error {
 	}
 	c.loaded = true
 	return nil
+}
+
+// Annotations carve writes on PersistentVolumes.
+const (
+	// AnnVolumeID holds the self-describing volume ID: Delete needs nothing else.
+	AnnVolumeID = "carve.csi.dev/volume-id"
+	// AnnGID makes the kubelet add the volume's group to the pod's
+	// supplemental groups, so non-root images can write without 0777.
+	AnnGID = "pv.beta.kubernetes.io/gid"
+)
+
+// DriverName is carve's CSI driver name, used for csi PVs.
+const DriverName = "carve.csi.dev"
+
+// VolumeAttributes are informational copies of the ID's fields for CSI PVs.
+func VolumeAttributes(id volid.ID) map[string]string {
+	return map[string]string{
+		"backend": id.Backend,
+		"server":  id.Servers[0],
+		"share":   id.Share,
+		"subdir":  id.DirPath(),
+	}
+}
+
+// VolumeID returns the carve volume ID of a PV, or false if the PV is not carve's.
+func VolumeID(pv *v1.PersistentVolume) (volid.ID, bool, error) {
+	s, ok := pv.Annotations[AnnVolumeID]
+	if !ok && pv.Spec.CSI != nil && pv.Spec.CSI.Driver == DriverName {
+		s, ok = pv.Spec.CSI.VolumeHandle, true
+	}
+	if !ok {
+		return volid.ID{}, false, nil
+	}
+	id, err := volid.Parse(s)
+	return id, true, err
 }
