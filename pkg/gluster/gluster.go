@@ -193,8 +193,11 @@ func (b *Backend) newExecutor(ctx context.Context, servers []string, spec Execut
 			return nil, fmt.Errorf("%w: executor ssh needs carve to read Secrets, which this binary was not set up for", backend.ErrInvalid)
 		}
 		data, err := b.opts.SecretData(ctx, spec.SecretNamespace, spec.SecretName)
+		if errors.Is(err, backend.ErrInvalid) {
+			return nil, fmt.Errorf("read executor Secret %s/%s: %w", spec.SecretNamespace, spec.SecretName, err)
+		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: read executor Secret %s/%s: %v", backend.ErrUnavailable, spec.SecretNamespace, spec.SecretName, err)
+			return nil, fmt.Errorf("%w: read executor Secret %s/%s: %w", backend.ErrUnavailable, spec.SecretNamespace, spec.SecretName, err)
 		}
 		cred, err := SSHCredentialsFromSecret(data)
 		if err != nil {
@@ -279,7 +282,7 @@ func (b *Backend) Share(ctx context.Context, servers []string, volume string) (*
 	}
 	s, err := dirvol.Open(local)
 	if err != nil {
-		return nil, fmt.Errorf("%w: Gluster volume %s at %s: %v", backend.ErrUnavailable, volume, local, err)
+		return nil, fmt.Errorf("%w: Gluster volume %s at %s: %w", backend.ErrUnavailable, volume, local, err)
 	}
 	b.shares[local] = s
 	return s, nil
@@ -301,7 +304,7 @@ func checkFUSE(p string) error {
 func (b *Backend) diagnose(ctx context.Context, servers []string, volume string, mountErr error) error {
 	cli, err := b.CLI(ctx, servers)
 	if err != nil {
-		return fmt.Errorf("%w: mount Gluster volume %s: %v", backend.ErrUnavailable, volume, mountErr)
+		return fmt.Errorf("%w: mount Gluster volume %s: %w", backend.ErrUnavailable, volume, mountErr)
 	}
 	vol, err := cli.VolumeInfo(ctx, volume)
 	switch {
@@ -314,7 +317,7 @@ func (b *Backend) diagnose(ctx context.Context, servers []string, volume string,
 		return fmt.Errorf("%w: Gluster volume %s is %s, not started: run `gluster volume start %s`",
 			backend.ErrUnavailable, volume, vol.StatusStr, volume)
 	}
-	return fmt.Errorf("%w: mount Gluster volume %s: %v (client logs in /var/log/glusterfs)", backend.ErrUnavailable, volume, mountErr)
+	return fmt.Errorf("%w: mount Gluster volume %s: %w (client logs in /var/log/glusterfs)", backend.ErrUnavailable, volume, mountErr)
 }
 
 // MountSpec implements backend.Backend: mount -t glusterfs

@@ -171,7 +171,7 @@ func Parse(data []byte) (*Output, error) {
 	dec := xml.NewDecoder(bytes.NewReader(data))
 	var raw xmlOutput
 	if err := dec.Decode(&raw); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	// Nothing but whitespace, comments or processing instructions may follow.
 	for {
@@ -180,7 +180,7 @@ func Parse(data []byte) (*Output, error) {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: after </cliOutput>: %v", ErrMalformed, err)
+			return nil, fmt.Errorf("%w: after </cliOutput>: %w", ErrMalformed, err)
 		}
 		switch t := tok.(type) {
 		case xml.CharData:

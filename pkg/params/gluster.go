@@ -148,7 +148,7 @@ func parseGluster(c *Config, raw map[string]string, mode string, bad func(error)
 		for _, s := range strings.Split(v, ",") {
 			s = strings.TrimSpace(s)
 			if err := CheckHost(s); err != nil {
-				bad(fmt.Errorf("%w: %s=%q: %v", ErrInvalid, GlusterServers, v, err))
+				bad(fmt.Errorf("%w: %s=%q: %w", ErrInvalid, GlusterServers, v, err))
 				continue
 			}
 			if slices.Contains(g.Servers, s) {
@@ -166,7 +166,7 @@ func parseGluster(c *Config, raw map[string]string, mode string, bad func(error)
 			bad(fmt.Errorf("%w: %s is required for backend gluster in mode subdir (the existing volume holding the claims' directories)",
 				ErrInvalid, GlusterVolume))
 		} else if err := CheckGlusterVolumeName(g.Volume); err != nil {
-			bad(fmt.Errorf("%w: %s=%q: %v", ErrInvalid, GlusterVolume, g.Volume, err))
+			bad(fmt.Errorf("%w: %s=%q: %w", ErrInvalid, GlusterVolume, g.Volume, err))
 		}
 		// The directory engine and the volume ID call the volume the share.
 		c.Share = g.Volume
@@ -213,7 +213,7 @@ func parseGluster(c *Config, raw map[string]string, mode string, bad func(error)
 	if volumeOnly(GlusterVolumeNamePrefix) {
 		v := raw[GlusterVolumeNamePrefix]
 		if err := checkVolumePrefix(v); err != nil {
-			bad(fmt.Errorf("%w: %s=%q: %v", ErrInvalid, GlusterVolumeNamePrefix, v, err))
+			bad(fmt.Errorf("%w: %s=%q: %w", ErrInvalid, GlusterVolumeNamePrefix, v, err))
 		} else {
 			g.VolumeNamePrefix = v
 		}
@@ -264,7 +264,7 @@ func parseBrickRoots(v string, bad func(error)) []BrickRoot {
 			continue
 		}
 		if err := CheckHost(host); err != nil {
-			bad(fmt.Errorf("%w: %s entry %q: %v", ErrInvalid, GlusterBrickRootPaths, e, err))
+			bad(fmt.Errorf("%w: %s entry %q: %w", ErrInvalid, GlusterBrickRootPaths, e, err))
 			continue
 		}
 		if !strings.HasPrefix(p, "/") || path.Clean(p) != p || p == "/" {

@@ -265,7 +265,7 @@ func validateShare(s string) error {
 		return fmt.Errorf("%w: %s=%q: must be a clean absolute path such as /export", ErrInvalid, Share, s)
 	}
 	if err := checkChars(s); err != nil {
-		return fmt.Errorf("%w: %s=%q: %v", ErrInvalid, Share, s, err)
+		return fmt.Errorf("%w: %s=%q: %w", ErrInvalid, Share, s, err)
 	}
 	return nil
 }

@@ -103,7 +103,7 @@ func ParsePattern(s string) (*Pattern, error) {
 	for _, segText := range splitSegments(s) {
 		seg, err := parseSegment(segText)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %s=%q: %v", ErrInvalid, PathPattern, s, err)
+			return nil, fmt.Errorf("%w: %s=%q: %w", ErrInvalid, PathPattern, s, err)
 		}
 		p.segments = append(p.segments, seg)
 	}

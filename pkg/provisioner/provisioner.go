@@ -190,8 +190,3 @@ func (p *Provisioner) Delete(ctx context.Context, pv *v1.PersistentVolume) error
 	logger.V(2).Info("Deleted volume", "volumeID", id.String(), "action", out.Action, "where", out.Where)
 	return nil
 }
-
-// IsPermanent reports errors that retrying will not fix.
-func IsPermanent(err error) bool {
-	return errors.Is(err, backend.ErrInvalid) || errors.Is(err, backend.ErrConflict)
-}

@@ -2,8 +2,10 @@ package provisioner
 
 import (
 	"context"
+	"fmt"
 
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -39,6 +41,11 @@ func newGluster(client kubernetes.Interface, resolver *sharemount.Resolver) *glu
 		Resolver: resolver,
 		SecretData: func(ctx context.Context, namespace, name string) (map[string][]byte, error) {
 			s, err := client.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
+				// The StorageClass names a Secret carve cannot have: a
+				// retry will not help until someone fixes the Secret or RBAC.
+				return nil, fmt.Errorf("%w: %w", backend.ErrInvalid, err)
+			}
 			if err != nil {
 				return nil, err
 			}
