@@ -82,26 +82,28 @@ func RecordedGIDs(m sharemount.Map) func(context.Context) ([]int64, error) {
 	}
 }
 
+// carveID is the volume ID of a carve PV in an informer's cache.
+func carveID(obj any) (volid.ID, bool) {
+	pv, ok := obj.(*v1.PersistentVolume)
+	if !ok {
+		return volid.ID{}, false
+	}
+	id, ok, err := VolumeID(pv)
+	return id, ok && err == nil
+}
+
 // NewClusterView indexes the PV informer by carve location. Call it before the
 // informers start.
 func NewClusterView(pvInformer, pvcInformer cache.SharedIndexInformer) (*ClusterView, error) {
 	err := pvInformer.AddIndexers(cache.Indexers{locationIndex: func(obj any) ([]string, error) {
-		pv, ok := obj.(*v1.PersistentVolume)
+		id, ok := carveID(obj)
 		if !ok {
-			return nil, nil
-		}
-		id, ok, err := VolumeID(pv)
-		if !ok || err != nil {
 			return nil, nil
 		}
 		return []string{id.Location()}, nil
 	}, withinIndex: func(obj any) ([]string, error) {
-		pv, ok := obj.(*v1.PersistentVolume)
+		id, ok := carveID(obj)
 		if !ok {
-			return nil, nil
-		}
-		id, ok, err := VolumeID(pv)
-		if !ok || err != nil {
 			return nil, nil
 		}
 		keys := make([]string, 0, len(id.Dir))

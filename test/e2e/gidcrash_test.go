@@ -131,12 +131,7 @@ func restrictedAccount(t *testing.T, c *cluster.Cluster, name string, edit func(
 	if _, err := c.Client.RbacV1().ClusterRoles().Create(ctx, r, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	b := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
-		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: "carve-system"}},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: name}}
-	if _, err := c.Client.RbacV1().ClusterRoleBindings().Create(ctx, b, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	bindServiceAccount(t, c, name)
 	kc, err := c.ServiceAccountKubeconfig(ctx, "carve-system", name)
 	if err != nil {
 		t.Fatal(err)
@@ -237,4 +232,16 @@ func freeAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// bindServiceAccount binds the ClusterRole name to the ServiceAccount
+// carve-system/name.
+func bindServiceAccount(t *testing.T, c *cluster.Cluster, name string) {
+	t.Helper()
+	b := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: "carve-system"}},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: name}}
+	if _, err := c.Client.RbacV1().ClusterRoleBindings().Create(t.Context(), b, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }
