@@ -297,3 +297,37 @@ func segmentFields(seg []token) string {
 	}
 	return strings.Join(fs, ", ")
 }
+
+// MayNest reports whether a path that p renders can be a proper ancestor of
+// a path that q renders: claims of two classes on one share with such
+// patterns can refuse each other, since volume directories never nest. It is
+// conservative: a segment with a variable may render anything.
+func MayNest(p, q *Pattern) bool {
+	if p == nil || q == nil || len(p.segments) >= len(q.segments) {
+		return false
+	}
+	for i, seg := range p.segments {
+		a, aLit := literalSegment(seg)
+		b, bLit := literalSegment(q.segments[i])
+		if aLit && bLit && a != b {
+			return false
+		}
+	}
+	return true
+}
+
+func literalSegment(seg []token) (string, bool) {
+	var b strings.Builder
+	for _, t := range seg {
+		if t.kind != literal {
+			return "", false
+		}
+		b.WriteString(t.text)
+	}
+	return b.String(), true
+}
+
+// SameShare reports whether two classes carve on the same share.
+func SameShare(a, b *Config) bool {
+	return a.Backend == b.Backend && a.Share == b.Share && (a.Backend != BackendNFS || a.Server == b.Server)
+}

@@ -129,3 +129,30 @@ func TestRenderBlamesTheClaim(t *testing.T) {
 		t.Errorf("class refusal reads %q", msg)
 	}
 }
+
+func TestMayNest(t *testing.T) {
+	for _, tc := range []struct {
+		p, q string
+		want bool
+	}{
+		{"${pvc.metadata.namespace}", "${pvc.metadata.namespace}/${pvc.metadata.name}", true},
+		{"db", "${pvc.metadata.namespace}/${pvc.metadata.name}", true},
+		{"db", "web/${pvc.metadata.name}", false},
+		{"scratch/${pvc.metadata.namespace}", "scratch/${pvc.metadata.namespace}/${pvc.metadata.name}", true},
+		{"scratch/${pvc.metadata.namespace}", "data/${pvc.metadata.namespace}/${pvc.metadata.name}", false},
+		{"${pvc.metadata.namespace}/${pvc.metadata.name}", "${pvc.metadata.namespace}/${pvc.metadata.name}", false},
+		{"${pvc.metadata.namespace}/${pvc.metadata.name}", "${pvc.metadata.namespace}", false},
+	} {
+		p, err := ParsePattern(tc.p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, err := ParsePattern(tc.q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := MayNest(p, q); got != tc.want {
+			t.Errorf("MayNest(%q, %q) = %v, want %v", tc.p, tc.q, got, tc.want)
+		}
+	}
+}

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 
 	v1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
@@ -27,6 +29,8 @@ const (
 	ReasonKept       = "VolumeDataKept"
 	// ReasonWarning: provisioned, with a caveat (e.g. the size is not enforced).
 	ReasonWarning = "ProvisioningWarning"
+	// ReasonPatternOverlap: two classes on one share have patterns that can nest.
+	ReasonPatternOverlap = "PathPatternOverlap"
 )
 
 // Provisioner implements controller.Provisioner.
@@ -34,6 +38,8 @@ type Provisioner struct {
 	svc      *volume.Service
 	gids     volume.GIDAllocator
 	recorder record.EventRecorder
+	classes  func() []*storagev1.StorageClass // nil: no overlap warnings
+	warned   sync.Map                         // class pairs already warned about
 }
 
 var _ controller.Provisioner = (*Provisioner)(nil)
@@ -41,6 +47,47 @@ var _ controller.Provisioner = (*Provisioner)(nil)
 // New returns a provisioner. gids may be nil when no StorageClass allocates GIDs.
 func New(svc *volume.Service, gids volume.GIDAllocator, recorder record.EventRecorder) *Provisioner {
 	return &Provisioner{svc: svc, gids: gids, recorder: recorder}
+}
+
+// WithClasses lets the provisioner compare a class with the others on its
+// share (the StorageClass informer's cache).
+func (p *Provisioner) WithClasses(list func() []*storagev1.StorageClass) *Provisioner {
+	p.classes = list
+	return p
+}
+
+// warnOverlaps tells, once per pair of classes in this process, that two
+// classes on one share have patterns that can nest: carve refuses the claim
+// that would nest, and the admin should know before it happens.
+func (p *Provisioner) warnOverlaps(claim *v1.PersistentVolumeClaim, class *storagev1.StorageClass, cfg *params.Config) {
+	if p.classes == nil || cfg.PathPattern == nil {
+		return
+	}
+	for _, other := range p.classes() {
+		if other.Name == class.Name || other.Provisioner != class.Provisioner {
+			continue
+		}
+		oc, err := params.Parse(other.Parameters)
+		if err != nil || oc.PathPattern == nil || !params.SameShare(cfg, oc) {
+			continue
+		}
+		outer, inner, op, ip := class, other, cfg.PathPattern, oc.PathPattern
+		switch {
+		case params.MayNest(op, ip):
+		case params.MayNest(ip, op):
+			outer, inner, op, ip = other, class, ip, op
+		default:
+			continue
+		}
+		key := outer.Name + "\x00" + inner.Name
+		if _, seen := p.warned.LoadOrStore(key, true); seen {
+			continue
+		}
+		p.recorder.Eventf(claim, v1.EventTypeWarning, ReasonPatternOverlap,
+			"StorageClass %s (pathPattern %q) can render a parent directory of StorageClass %s's paths (pathPattern %q) on the same share: "+
+				"volume directories never nest, so a claim of one is refused where it would hold or sit inside a volume of the other; "+
+				"give the classes distinct first segments", outer.Name, op.String(), inner.Name, ip.String())
+	}
 }
 
 // Provision carves (or re-attaches) the claim's directory and returns its PV.
@@ -60,6 +107,7 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 	if err != nil {
 		return nil, controller.ProvisioningFinished, blame(err)
 	}
+	p.warnOverlaps(claim, opts.StorageClass, cfg)
 	res, err := p.svc.Create(ctx, volume.Request{
 		Name:      opts.PVName,
 		Namespace: claim.Namespace,

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	v1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -91,7 +92,16 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config) error {
 	if cfg.LeaderElectNS != "" {
 		opts = append(opts, controller.LeaderElectionNamespace(cfg.LeaderElectNS))
 	}
-	pc := controller.NewProvisionController(logger, client, cfg.Name, New(svc, view, recorder), opts...)
+	classes := func() []*storagev1.StorageClass {
+		var out []*storagev1.StorageClass
+		for _, o := range classInformer.GetStore().List() {
+			if sc, ok := o.(*storagev1.StorageClass); ok {
+				out = append(out, sc)
+			}
+		}
+		return out
+	}
+	pc := controller.NewProvisionController(logger, client, cfg.Name, New(svc, view, recorder).WithClasses(classes), opts...)
 
 	mux := httpserve.Health(map[string]httpserve.Check{
 		"synced": httpserve.Synced(map[string]cache.InformerSynced{"PersistentVolume": pvInformer.HasSynced,

@@ -223,6 +223,10 @@ func TestProvisionerVolumesNeverNest(t *testing.T) {
 	// The inner volume first; the outer class must not adopt its parent.
 	createClaim(t, client, ns, "inner", "per-claim")
 	waitFor(t, "inner Bound", time.Minute, bound(client, ns, "inner"))
+	// The first claim of either class warns that the two patterns can nest.
+	waitFor(t, "PathPatternOverlap warning", time.Minute,
+		claimEvent(client, ns, "inner", "PathPatternOverlap", "StorageClass per-namespace", "StorageClass per-claim"))
+	logEvents(t, client, ns, "inner")
 	data := filepath.Join(export, ns, "inner", "data")
 	if err := os.WriteFile(data, []byte("live"), 0o644); err != nil {
 		t.Fatal(err)
