@@ -93,7 +93,9 @@ func TestSanity(t *testing.T) {
 	sanitytest.WaitForSocket(t, sock)
 
 	cfg := sanity.NewTestConfig()
-	cfg.Address = "unix://" + sock
+	addr, dial := sanitytest.Address(sock)
+	cfg.Address = addr
+	cfg.DialOptions = append(cfg.DialOptions, dial)
 	cfg.TargetPath = filepath.Join(dir, "mnt")
 	cfg.StagingPath = filepath.Join(dir, "staging")
 	cfg.TestVolumeSize = 1 << 30

@@ -117,8 +117,10 @@ func TestGlusterSanity(t *testing.T) {
 	sanitytest.WaitForSocket(t, nodeSock)
 
 	cfg := sanity.NewTestConfig()
-	cfg.Address = "unix://" + nodeSock
-	cfg.ControllerAddress = "unix://" + ctrlSock
+	nodeAddr, dial := sanitytest.Address(nodeSock)
+	ctrlAddr, _ := sanitytest.Address(ctrlSock)
+	cfg.Address, cfg.ControllerAddress = nodeAddr, ctrlAddr
+	cfg.DialOptions = append(cfg.DialOptions, dial)
 	cfg.TargetPath = filepath.Join(dir, "mnt")
 	cfg.StagingPath = filepath.Join(dir, "staging")
 	cfg.TestVolumeSize = 1 << 30

@@ -4,6 +4,7 @@ package sanitytest
 
 import (
 	"bufio"
+	"context"
 	"net"
 	"os"
 	"sort"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
 )
 
 // WaitForSocket waits until the driver listens on the unix socket.
@@ -72,4 +74,27 @@ func UnmountUnder(t testing.TB, dir string) {
 			t.Logf("unmount %s: %v", m, err)
 		}
 	}
+}
+
+// Address returns a csi-sanity address for a unix socket, with the dial
+// option it needs. csi-test's Connect reads the connection's state once after
+// grpc.Dial and then waits for it to change: a connection already Ready at
+// that read never changes again and the spec fails with "Connection timed
+// out" a minute later (seen on busy machines). Addressing the socket through
+// grpc's passthrough resolver with a dialer that waits a moment before
+// connecting makes that first read see Idle or Connecting.
+func Address(sock string) (string, grpc.DialOption) {
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if !strings.HasPrefix(addr, "/") {
+			addr = "/" + addr
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", addr)
+	}
+	return "passthrough:///" + strings.TrimPrefix(sock, "/"), grpc.WithContextDialer(dial)
 }
