@@ -159,12 +159,7 @@ func (d *Driver) WaitPurges() { d.svc.WaitPurges() }
 
 // localShare returns the node-local path of a volume's share, if mapped.
 func (d *Driver) localShare(id volid.ID) (string, bool) {
-	for _, s := range id.Servers {
-		if p, ok := d.cfg.MountMap[sharemount.Key(s, id.Share)]; ok {
-			return p, true
-		}
-	}
-	return "", false
+	return d.cfg.MountMap.Lookup(id.Servers, id.Share)
 }
 
 // keyLocks are try-locks per key: a second call on a busy volume or target

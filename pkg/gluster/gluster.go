@@ -252,13 +252,7 @@ func (b *Backend) Share(ctx context.Context, servers []string, volume string) (*
 	if len(servers) == 0 {
 		return nil, fmt.Errorf("%w: no Gluster server for volume %s", backend.ErrInvalid, volume)
 	}
-	local, mapped := "", false
-	for _, s := range servers {
-		if p, ok := b.opts.Resolver.Map[sharemount.Key(s, volume)]; ok {
-			local, mapped = p, true
-			break
-		}
-	}
+	local, mapped := b.opts.Resolver.Map.Lookup(servers, volume)
 	if !mapped {
 		p, err := b.opts.Resolver.LocalPath(ctx, servers, volume, Source(servers[0], volume, nil), FSType, mountOptions(servers, nil))
 		if err != nil {

@@ -47,6 +47,17 @@ func (m Map) Set(v string) error {
 	return nil
 }
 
+// Lookup returns the local path mapped for the share on any of servers (the
+// first one mapped wins).
+func (m Map) Lookup(servers []string, share string) (string, bool) {
+	for _, s := range servers {
+		if p, ok := m[Key(s, share)]; ok {
+			return p, true
+		}
+	}
+	return "", false
+}
+
 // String implements flag.Value.
 func (m Map) String() string {
 	parts := make([]string, 0, len(m))
@@ -81,10 +92,8 @@ type Resolver struct {
 // servers may be mapped; otherwise the share is mounted from servers[0] with
 // fstype and options.
 func (r *Resolver) LocalPath(ctx context.Context, servers []string, share, source, fstype string, options []string) (string, error) {
-	for _, s := range servers {
-		if p, ok := r.Map[Key(s, share)]; ok {
-			return p, nil
-		}
+	if p, ok := r.Map.Lookup(servers, share); ok {
+		return p, nil
 	}
 	if r.MountsDir == "" || r.Mounter == nil {
 		return "", fmt.Errorf("%s: %w (add --mount-map %s=LOCALPATH or --mounts-dir)", Key(servers[0], share), ErrNoMount, Key(servers[0], share))
