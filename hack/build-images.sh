@@ -107,8 +107,10 @@ gobuild "$root/build/sidecars" "$out/bin/carve-livenessprobe" ./livenessprobe "-
 prov_version=$(modversion "$root/hack/tools/csi-provisioner" github.com/kubernetes-csi/external-provisioner/v6)
 cached csi-provisioner "$prov_version" "$root/hack/tools/csi-provisioner" \
 	github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner "-X main.version=$prov_version"
+# FerretDB through a small main of ours (hack/tools/ferretdb) on its embeddable
+# package; a cold build takes a few minutes, then the Go build cache serves it.
 ferret_version=$(modversion "$root/hack/tools/ferretdb" github.com/FerretDB/FerretDB)
-cached ferretdb "$ferret_version" "$root/hack/tools/ferretdb" github.com/FerretDB/FerretDB/cmd/ferretdb ""
+gobuild "$root/hack/tools/ferretdb" "$out/bin/ferretdb" . ""
 cp "$tools/pause" "$out/bin/pause"
 
 busybox=/bin/busybox
@@ -135,8 +137,7 @@ image carve-csi-node "$registry/carve-csi-node:$version" node \
 image mongo-rs-agent "$registry/mongo-rs-agent:$version" agent \
 	-file "$b/mongo-rs-agent:/mongo-rs-agent" -entrypoint /mongo-rs-agent -user 65532:65532
 image ferretdb "$registry/ferretdb:$ferret_version" ferretdb \
-	-file "$b/ferretdb:/ferretdb" -entrypoint /ferretdb -user 65532:65532 \
-	-env FERRETDB_HANDLER=sqlite -env FERRETDB_SQLITE_URL=file:/state/ -env FERRETDB_TELEMETRY=disable
+	-file "$b/ferretdb:/ferretdb" -entrypoint /ferretdb -user 65532:65532
 image carve-registrar "$registry/carve-registrar:$version" sidecar \
 	-file "$b/carve-registrar:/carve-registrar" -entrypoint /carve-registrar
 image carve-livenessprobe "$registry/carve-livenessprobe:$version" sidecar \

@@ -199,12 +199,20 @@ func run(t *testing.T, rootfs string, cf *v1.ConfigFile, argv ...string) string 
 			}
 		}
 	}
-	cmd := exec.Command(prog, argv[1:]...)
+	args := argv[1:]
+	if _, err := os.Stat(filepath.Join(rootfs, "bin/mount")); err == nil && prog != "/bin/busybox" && !strings.HasSuffix(prog, "/sh") {
+		// Debian-based images: some programs (gluster) need /proc. The
+		// child has its own mount and PID namespaces (Go makes / rprivate
+		// in it), so the proc mount never reaches the host.
+		args = append([]string{"-c", `mount -t proc proc /proc && exec "$@"`, "sh", prog}, args...)
+		prog = "/bin/sh"
+	}
+	cmd := exec.Command(prog, args...)
 	cmd.Env = cf.Config.Env
 	cmd.Dir = "/"
 	// exec.Command resolves prog on the host; Path must be the in-chroot path.
 	cmd.Path = prog
-	attr := &syscall.SysProcAttr{Chroot: rootfs}
+	attr := &syscall.SysProcAttr{Chroot: rootfs, Unshareflags: syscall.CLONE_NEWNS, Cloneflags: syscall.CLONE_NEWPID}
 	if u := cf.Config.User; u != "" {
 		var uid, gid uint32
 		if _, err := fmt.Sscanf(u, "%d:%d", &uid, &gid); err == nil {
@@ -221,7 +229,7 @@ func run(t *testing.T, rootfs string, cf *v1.ConfigFile, argv ...string) string 
 }
 
 // unpack writes the image's flattened filesystem into dir (regular files,
-// directories, symlinks, hard links; device nodes are skipped).
+// directories, symlinks, hard links, device nodes).
 func unpack(img v1.Image, dir string) error {
 	rc := mutate.Extract(img)
 	defer rc.Close()
@@ -267,6 +275,18 @@ func unpack(img v1.Image, dir string) error {
 			}
 			_ = os.Remove(p)
 			if err := os.Symlink(h.Linkname, p); err != nil {
+				return err
+			}
+		case tar.TypeChar, tar.TypeBlock:
+			mode := uint32(h.Mode) & 0o7777
+			if h.Typeflag == tar.TypeChar {
+				mode |= syscall.S_IFCHR
+			} else {
+				mode |= syscall.S_IFBLK
+			}
+			_ = os.Remove(p)
+			dev := int((h.Devmajor&0xfff)<<8 | (h.Devminor & 0xff) | (h.Devminor&^0xff)<<12)
+			if err := syscall.Mknod(p, mode, dev); err != nil {
 				return err
 			}
 		case tar.TypeLink:
