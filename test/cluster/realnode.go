@@ -452,6 +452,26 @@ func (n *RealNode) startProxy() error {
 	return nil
 }
 
+// SharedDir creates Dir/name as an rshared bind mount of itself and returns
+// its path. It stands in for a node-level mount of a share (the share a
+// DaemonSet maps in with hostPath and HostToContainer or Bidirectional
+// propagation, which the runtime refuses unless the source is on a shared
+// or slave mount; this VM's / is private). Stop unmounts it.
+func (n *RealNode) SharedDir(name string) (string, error) {
+	p := filepath.Join(n.Dir, name)
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		return "", err
+	}
+	if err := syscall.Mount(p, p, "", syscall.MS_BIND, ""); err != nil {
+		return "", fmt.Errorf("bind mount %s: %w", p, err)
+	}
+	if err := syscall.Mount("", p, "", syscall.MS_SHARED|syscall.MS_REC, ""); err != nil {
+		_ = syscall.Unmount(p, 0)
+		return "", fmt.Errorf("make %s rshared: %w", p, err)
+	}
+	return p, nil
+}
+
 // PodsOn lists the pods bound to the node.
 func (n *RealNode) PodsOn(ctx context.Context) ([]corev1.Pod, error) {
 	list, err := n.c.Client.CoreV1().Pods("").List(ctx, metav1.ListOptions{
@@ -495,73 +515,78 @@ func (n *RealNode) stop() {
 	n.lock.unlock()
 }
 
-// drain deletes the pods on the node, workloads before the carve-system
-// namespace (the CSI node plugin must outlive the volumes it unpublishes),
-// and waits for each group to go.
+// drain deletes the pods on the node outside carve-system and waits (60 s
+// at most) until those pods are gone, so the kubelet unmounts their volumes
+// through the CSI node plugin while it still runs. Replacements their
+// controllers create are not waited for: killTasks ends them. The
+// carve-system pods (the plugin itself) are left to killTasks too.
 func (n *RealNode) drain(ctx context.Context) {
-	for _, phase := range []func(ns string) bool{
-		func(ns string) bool { return ns != "carve-system" },
-		func(ns string) bool { return true },
-	} {
-		pods, err := n.PodsOn(ctx)
-		if err != nil {
-			n.logf("drain: %v", err)
-			return
-		}
-		var left int
-		for _, p := range pods {
-			if !phase(p.Namespace) {
-				continue
-			}
-			left++
-			_ = n.c.Client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{})
-		}
-		if left == 0 {
+	pods, err := n.PodsOn(ctx)
+	if err != nil {
+		n.logf("drain: %v", err)
+		return
+	}
+	uids := map[string]bool{}
+	for _, p := range pods {
+		if p.Namespace == "carve-system" {
 			continue
 		}
-		deadline := time.Now().Add(60 * time.Second)
-		for time.Now().Before(deadline) {
-			pods, err := n.PodsOn(ctx)
-			if err != nil {
-				break
-			}
-			left = 0
-			for _, p := range pods {
-				if phase(p.Namespace) {
-					left++
-				}
-			}
-			if left == 0 {
-				break
-			}
-			time.Sleep(time.Second)
+		uids[string(p.UID)] = true
+		_ = n.c.Client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{})
+	}
+	if len(uids) == 0 {
+		return
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	left := len(uids)
+	for time.Now().Before(deadline) && left > 0 {
+		time.Sleep(time.Second)
+		pods, err := n.PodsOn(ctx)
+		if err != nil {
+			break
 		}
-		if left > 0 {
-			n.logf("drain: %d pods still there after 60s; continuing", left)
+		left = 0
+		for _, p := range pods {
+			if uids[string(p.UID)] {
+				left++
+			}
 		}
+	}
+	if left > 0 {
+		n.logf("drain: %d pods still there after 60s; continuing", left)
 	}
 }
 
-// killTasks kills and deletes what containerd still runs (pods recreated by
-// their controllers while the kubelet stopped, or left by a failed drain).
+// killTasks kills and deletes what containerd still runs (the CSI plugin,
+// pods recreated by their controllers, or left by a failed drain), so
+// containerd unmounts their root filesystems itself.
 func (n *RealNode) killTasks(ctx context.Context) {
-	out, err := exec.CommandContext(ctx, "ctr", "--address", n.ContainerdSocket, "-n", "k8s.io", "containers", "ls", "-q").Output()
-	if err != nil {
-		return
+	list := func(what string) []string {
+		out, err := exec.CommandContext(ctx, "ctr", "--address", n.ContainerdSocket, "-n", "k8s.io", what, "ls", "-q").Output()
+		if err != nil {
+			return nil
+		}
+		return strings.Fields(string(out))
 	}
-	ids := strings.Fields(string(out))
-	for _, id := range ids {
+	tasks := list("tasks")
+	for _, id := range tasks {
 		_ = n.ctr(ctx, "-n", "k8s.io", "tasks", "kill", "--all", "--signal", "SIGKILL", id)
 	}
-	for _, id := range ids {
+	for _, id := range tasks {
 		deadline := time.Now().Add(10 * time.Second)
 		for n.ctr(ctx, "-n", "k8s.io", "tasks", "delete", "--force", id) != nil && time.Now().Before(deadline) {
+			if !slices.Contains(list("tasks"), id) {
+				break
+			}
 			time.Sleep(200 * time.Millisecond)
 		}
+	}
+	containers := list("containers")
+	for _, id := range containers {
 		_ = n.ctr(ctx, "-n", "k8s.io", "containers", "delete", id)
 	}
-	if len(ids) > 0 {
-		n.logf("killed %d containers left in containerd", len(ids))
+	if len(tasks)+len(containers) > 0 {
+		n.logf("removed %d tasks and %d containers left in containerd", len(tasks), len(containers))
 	}
 }
 

@@ -170,8 +170,10 @@ func TestRealNodeStatefulSetNFS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	share := filepath.Join(c.Dir, "export")
-	if err := os.MkdirAll(share, 0o755); err != nil {
+	// The directory standing in for the node's (and the controller's)
+	// mount of the export; rshared like a mount on a systemd host.
+	share, err := n.SharedDir("export")
+	if err != nil {
 		t.Fatal(err)
 	}
 	overlay := realOverlay(t, repo, share, tag)
