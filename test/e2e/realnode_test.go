@@ -282,6 +282,9 @@ func (s *realStory) run(ctx context.Context) {
 		}
 		return s.check(ctx, 5, []int{3, 4})
 	})
+	step("restart the node plugin: running pods keep their volumes, new publishes work", func() error {
+		return s.restartNodePlugin(ctx)
+	})
 	step("delete the StatefulSet and its claims, recreate: the volumes are re-attached", func() error {
 		if err := s.c.Client.AppsV1().StatefulSets(s.ns).Delete(ctx, realSTS, metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationForeground)}); err != nil {
 			return err
@@ -308,6 +311,43 @@ func (s *realStory) run(ctx context.Context) {
 		}
 		return s.check(ctx, 5, []int{0, 1, 2, 3, 4})
 	})
+}
+
+// restartNodePlugin deletes the node plugin's pod and waits for the
+// DaemonSet's replacement; every replica must still read its data and
+// write through its mount meanwhile (NFS with --mount-map publishes bind
+// mounts, which belong to the kernel, not to the plugin's processes), and
+// the kubelet must re-register the plugin (the next step publishes again).
+func (s *realStory) restartNodePlugin(ctx context.Context) error {
+	pods, err := s.c.Client.CoreV1().Pods("carve-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=carve-csi-node"})
+	if err != nil || len(pods.Items) != 1 {
+		return fmt.Errorf("node plugin pod: %v (%d pods)", err, len(pods.Items))
+	}
+	old := pods.Items[0]
+	if err := s.c.Client.CoreV1().Pods("carve-system").Delete(ctx, old.Name, metav1.DeleteOptions{}); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	if err := poll(ctx, 2*time.Minute, func(ctx context.Context) (bool, error) {
+		pods, err := s.c.Client.CoreV1().Pods("carve-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=carve-csi-node"})
+		if err != nil {
+			return false, err
+		}
+		return len(pods.Items) == 1 && pods.Items[0].UID != old.UID && podReady(&pods.Items[0]), nil
+	}); err != nil {
+		return fmt.Errorf("node plugin not back: %w", err)
+	}
+	s.t.Logf("node plugin pod replaced and Ready in %s", time.Since(t0).Round(100*time.Millisecond))
+	for i := 0; i < 5; i++ {
+		pod := fmt.Sprintf("%s-%d", realSTS, i)
+		if _, err := s.c.Kubectl(ctx, "-n", s.ns, "exec", pod, "--", "sh", "-c", "echo after-restart > /data/probe.txt && cat /data/probe.txt && cat /data/log.txt >/dev/null"); err != nil {
+			return fmt.Errorf("%s after the plugin restart: %w", pod, err)
+		}
+		if b, err := os.ReadFile(filepath.Join(s.share, s.ns, claimName(i), "probe.txt")); err != nil || string(b) != "after-restart\n" {
+			return fmt.Errorf("%s: write after the plugin restart did not reach the share: %q %v", pod, b, err)
+		}
+	}
+	return s.check(ctx, 5, nil)
 }
 
 func claimName(i int) string { return fmt.Sprintf("data-%s-%d", realSTS, i) }
