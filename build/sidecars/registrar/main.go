@@ -101,32 +101,50 @@ func main() {
 		log.Fatal("--kubelet-registration-path is required")
 	}
 
-	conn, err := csiconn.Dial(*csiAddress)
-	if err != nil {
-		log.Fatalf("dial %s: %v", *csiAddress, err)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, options{
+		csiAddress: *csiAddress, kubeletPath: *kubeletPath, regDir: *regDir,
+		httpEndpoint: *httpEndpoint, timeout: *timeout,
+	}); err != nil {
+		log.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-	driver, err := csiconn.DriverName(ctx, conn)
+}
+
+type options struct {
+	csiAddress, kubeletPath, regDir, httpEndpoint string
+	timeout                                       time.Duration
+}
+
+// run registers the driver until ctx ends, then removes the socket.
+func run(ctx context.Context, o options) error {
+	conn, err := csiconn.Dial(o.csiAddress)
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", o.csiAddress, err)
+	}
+	dctx, cancel := context.WithTimeout(ctx, o.timeout)
+	driver, err := csiconn.DriverName(dctx, conn)
 	cancel()
 	conn.Close()
 	if err != nil {
-		log.Fatalf("driver at %s: %v", *csiAddress, err)
+		return fmt.Errorf("driver at %s: %w", o.csiAddress, err)
 	}
-	log.Printf("carve-registrar %s: driver %s, kubelet endpoint %s", version, driver, *kubeletPath)
+	log.Printf("carve-registrar %s: driver %s, kubelet endpoint %s", version, driver, o.kubeletPath)
 
-	socket := filepath.Join(*regDir, driver+"-reg.sock")
+	socket := filepath.Join(o.regDir, driver+"-reg.sock")
 	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
-		log.Fatalf("remove stale %s: %v", socket, err)
+		return fmt.Errorf("remove stale %s: %w", socket, err)
 	}
 	lis, err := net.Listen("unix", socket)
 	if err != nil {
-		log.Fatalf("listen %s: %v", socket, err)
+		return fmt.Errorf("listen %s: %w", socket, err)
 	}
-	srv := &server{name: driver, endpoint: *kubeletPath}
+	defer os.Remove(socket)
+	srv := &server{name: driver, endpoint: o.kubeletPath}
 	g := grpc.NewServer()
 	registerapi.RegisterRegistrationServer(g, srv)
 
-	if *httpEndpoint != "" {
+	if o.httpEndpoint != "" {
 		mux := http.NewServeMux()
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 			if err := srv.health(socket); err != nil {
@@ -135,18 +153,21 @@ func main() {
 			}
 			fmt.Fprintln(w, "ok")
 		})
-		go func() { log.Fatal(http.ListenAndServe(*httpEndpoint, mux)) }()
+		hl, err := net.Listen("tcp", o.httpEndpoint)
+		if err != nil {
+			return fmt.Errorf("health endpoint: %w", err)
+		}
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = hs.Serve(hl) }()
+		defer hs.Close()
 	}
-
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
-		s := <-sigs
-		log.Printf("%v: stopping, removing %s", s, socket)
+		<-ctx.Done()
+		log.Printf("stopping, removing %s", socket)
 		g.Stop()
 	}()
-	if err := g.Serve(lis); err != nil {
-		log.Printf("serve: %v", err)
+	if err := g.Serve(lis); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("serve: %w", err)
 	}
-	_ = os.Remove(socket)
+	return nil
 }
