@@ -75,6 +75,7 @@ image-check:
 ## images with carve deployed from deploy/csi-driver.
 e2e: tools images image-check
 	CARVE_IMAGES_DIR=$(IMAGES_DIR) $(GO) test -tags e2e $(TEST_FLAGS) -v ./test/...
+	cd $(FERRET) && CARVE_IMAGES_DIR=$(IMAGES_DIR) $(GO) test -tags e2e $(TEST_FLAGS) -run TestFerretRealNode -v .
 
 ## bench: 1000 claims at once on the local control plane; reports seconds to PVs and
 ## to Bound, claims per second and the provisioner's peak RSS (BENCH_CLAIMS, BENCH_KCM_QPS).

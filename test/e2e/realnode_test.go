@@ -3,20 +3,17 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	v1 "k8s.io/api/core/v1"
-	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,11 +21,12 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/carve-csi/carve/test/cluster"
+	"github.com/carve-csi/carve/test/scenario"
 )
 
 // The real-node story (issue #11): carve's CSI driver deployed from
 // deploy/csi-driver as users deploy it, through a test overlay that changes
-// only images, the share and nothing else of substance (see realOverlay),
+// only images and the share (see scenario.RealOverlay),
 // on a real node (containerd + runc + the kubelet, test/cluster's
 // AddRealNode). The kubelet registers the node plugin through
 // carve-registrar, calls NodePublishVolume, and real containers of a
@@ -43,8 +41,7 @@ import (
 // publish into a bind mount of the claim's directory: the path users take
 // when the node has the share mounted.
 
-// realImages reads bin/images/images.txt (make images) and returns the image
-// tarballs and carve's own tag.
+// realImages returns the image tarballs of make images and carve's tag.
 func realImages(t *testing.T) (tars []string, tag string) {
 	dir := os.Getenv("CARVE_IMAGES_DIR")
 	if dir == "" {
@@ -53,24 +50,9 @@ func realImages(t *testing.T) (tars []string, tag string) {
 			t.Fatal(err)
 		}
 	}
-	f, err := os.Open(filepath.Join(dir, "images.txt"))
+	tars, tag, err := scenario.RealImages(dir)
 	if err != nil {
 		skipOrFailReal(t, fmt.Sprintf("real node: no images (run make images): %v", err))
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 2 {
-			continue
-		}
-		tars = append(tars, filepath.Join(dir, fields[0]+".tar"))
-		if fields[0] == "carve-csi-node" {
-			tag = fields[1][strings.LastIndex(fields[1], ":")+1:]
-		}
-	}
-	if tag == "" {
-		t.Fatalf("images.txt in %s lists no carve-csi-node", dir)
 	}
 	return tars, tag
 }
@@ -104,64 +86,6 @@ func startRealNode(t *testing.T) (*cluster.Cluster, *cluster.RealNode, string) {
 	return c, n, tag
 }
 
-// realOverlay writes the test overlay of deploy/csi-driver and returns its
-// directory. It changes:
-//   - images: carve's own at the tag make images built; csi-provisioner
-//     built from source (module proxy); carve-registrar and
-//     carve-livenessprobe, carve's stand-ins for node-driver-registrar and
-//     livenessprobe, which the module proxy does not serve;
-//   - the share: the controller's nfs-share volume (in-tree NFS, which this
-//     kernel cannot mount) becomes a hostPath of the directory standing in
-//     for the export, and the node plugin gets the documented mapped-share
-//     variant (--mount-map plus the hostPath), which deploy's node.yaml
-//     ships commented out;
-//   - csi-resizer is removed: it cannot be built in CI (the module proxy
-//     does not serve it), so expansion is not part of this story.
-func realOverlay(t *testing.T, repo, share, tag string) string {
-	dir := filepath.Join(t.TempDir(), "overlay")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	base, err := filepath.Rel(dir, filepath.Join(repo, "deploy/csi-driver"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources:
-  - %[1]s
-images:
-  - {name: ghcr.io/carve-csi/carve-csi-controller, newTag: %[2]q}
-  - {name: ghcr.io/carve-csi/carve-csi-node, newTag: %[2]q}
-  - {name: registry.k8s.io/sig-storage/csi-provisioner, newName: ghcr.io/carve-csi/csi-provisioner}
-  - {name: registry.k8s.io/sig-storage/csi-node-driver-registrar, newName: ghcr.io/carve-csi/carve-registrar, newTag: %[2]q}
-  - {name: registry.k8s.io/sig-storage/livenessprobe, newName: ghcr.io/carve-csi/carve-livenessprobe, newTag: %[2]q}
-patches:
-  - target: {kind: Deployment, name: carve-csi-controller}
-    patch: |
-      - op: remove
-        path: /spec/template/spec/containers/1
-      - op: replace
-        path: /spec/template/spec/volumes/1
-        value: {name: nfs-share, hostPath: {path: %[3]q, type: Directory}}
-  - target: {kind: DaemonSet, name: carve-csi-node}
-    patch: |
-      - op: add
-        path: /spec/template/spec/containers/2/args/-
-        value: --mount-map=nfs.example.com:/export=/shares/nfs
-      - op: add
-        path: /spec/template/spec/containers/2/volumeMounts/-
-        value: {name: nfs-share, mountPath: /shares/nfs, mountPropagation: HostToContainer}
-      - op: add
-        path: /spec/template/spec/volumes/-
-        value: {name: nfs-share, hostPath: {path: %[3]q, type: Directory}}
-`, base, tag, share)
-	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
 // TestRealNodeStatefulSetNFS is the StatefulSet story on the real node.
 func TestRealNodeStatefulSetNFS(t *testing.T) {
 	c, n, tag := startRealNode(t)
@@ -176,33 +100,10 @@ func TestRealNodeStatefulSetNFS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	overlay := realOverlay(t, repo, share, tag)
-	if out, err := c.Kubectl(ctx, "kustomize", overlay); err != nil {
-		t.Fatal(err)
-	} else if err := os.WriteFile(filepath.Join(c.LogDir, "deployed.yaml"), []byte(out), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	t0 := time.Now()
-	if _, err := c.Kubectl(ctx, "apply", "-k", overlay); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() { dumpPods(t, c, "carve-system") })
-	// The controller (2 replicas) and the node plugin Ready: probes answer.
-	if _, err := c.Kubectl(ctx, "-n", "carve-system", "rollout", "status", "deployment/carve-csi-controller", "--timeout=3m"); err != nil {
+	if err := scenario.DeployRealCSI(ctx, c, n, repo, share, tag); err != nil {
 		t.Fatal(err)
-	}
-	if _, err := c.Kubectl(ctx, "-n", "carve-system", "rollout", "status", "daemonset/carve-csi-node", "--timeout=3m"); err != nil {
-		t.Fatal(err)
-	}
-	// The kubelet registered the driver (CSINode) through carve-registrar.
-	if err := poll(ctx, time.Minute, func(ctx context.Context) (bool, error) {
-		cn, err := c.Client.StorageV1().CSINodes().Get(ctx, n.Name, metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		return slices.ContainsFunc(cn.Spec.Drivers, func(d storagev1.CSINodeDriver) bool { return d.Name == "carve.csi.dev" && d.NodeID == n.Name }), nil
-	}); err != nil {
-		t.Fatalf("CSINode %s never listed carve.csi.dev: %v", n.Name, err)
 	}
 	t.Logf("carve deployed from deploy/csi-driver, node plugin registered, in %s", time.Since(t0).Round(time.Second))
 
