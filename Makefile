@@ -6,7 +6,7 @@ GO ?= go
 # after `make deps`. CARVE_REQUIRE_REAL=1 turns "skipped: not available" into failures.
 TEST_FLAGS ?= -count=1 -timeout 30m
 
-.PHONY: all build test lint unit sanity fuzz tools e2e bench demo deps clean
+.PHONY: all build test lint unit sanity fuzz tools images image-check e2e bench demo deps clean
 
 all: build
 
@@ -20,6 +20,12 @@ test: lint unit
 AGENT := examples/mongo-statefulset/agent
 # FerretDB (a Mongo-wire server) is heavy; its data-survival test is a module of its own too.
 FERRET := test/ferret
+# carve's own kubelet-registration and liveness-probe sidecars (build/sidecars)
+# and the image assembler with its image test (hack/tools/images): modules of
+# their own, so carve's go.mod does not grow k8s.io/kubelet or go-containerregistry.
+SIDECARS := build/sidecars
+IMAGETOOLS := hack/tools/images
+IMAGES_DIR ?= $(CURDIR)/bin/images
 
 # Packages with goroutines of their own (purges, informers, gRPC servers,
 # share locks) run under the race detector; the others run plainly.
@@ -30,6 +36,7 @@ unit:
 	$(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v -x -F "$$($(GO) list $(RACE_PKGS))")
 	cd $(AGENT) && $(GO) test $(TEST_FLAGS) ./...
 	cd $(FERRET) && $(GO) test $(TEST_FLAGS) ./...
+	cd $(SIDECARS) && GOWORK=off $(GO) test $(TEST_FLAGS) ./...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -39,6 +46,8 @@ lint:
 	bash hack/staticcheck.sh -tags e2e ./test/...
 	cd $(AGENT) && $(GO) vet ./...
 	cd $(FERRET) && $(GO) vet ./...
+	cd $(SIDECARS) && GOWORK=off $(GO) vet ./...
+	cd $(IMAGETOOLS) && GOWORK=off $(GO) vet ./...
 
 ## sanity: csi-test v5.4.0 sanity against cmd/csi-driver's services, with real bind mounts (root).
 sanity:
@@ -58,9 +67,23 @@ deps:
 tools:
 	bash hack/build-tools.sh >/dev/null
 
-## e2e: the StatefulSet story on a real local control plane and a real NFS server.
-e2e: tools
-	$(GO) test -tags e2e $(TEST_FLAGS) -v ./test/...
+## images: OCI images (docker-archive tarballs in bin/images, listed with their
+## digests in bin/images/images.txt) of every binary deploy/ runs, the sidecars
+## and FerretDB, without Docker or a registry; see README "Images".
+images:
+	bash hack/build-images.sh $(IMAGES_DIR) >/dev/null
+
+## image-check: each image is valid, its program runs inside it and reports its
+## version, the node image has the mount helpers, the controller gluster and ssh.
+image-check:
+	cd $(IMAGETOOLS) && GOWORK=off CARVE_IMAGES_DIR=$(IMAGES_DIR) $(GO) test -count=1 -v ./check
+
+## e2e: the StatefulSet story on a real local control plane and a real NFS
+## server (kwok nodes), and on a real node (containerd + kubelet) running the
+## images with carve deployed from deploy/csi-driver.
+e2e: tools images image-check
+	CARVE_IMAGES_DIR=$(IMAGES_DIR) $(GO) test -tags e2e $(TEST_FLAGS) -v ./test/...
+	cd $(FERRET) && CARVE_IMAGES_DIR=$(IMAGES_DIR) $(GO) test -tags e2e $(TEST_FLAGS) -run TestFerretRealNode -v .
 
 ## bench: 1000 claims at once on the local control plane; reports seconds to PVs and
 ## to Bound, claims per second and the provisioner's peak RSS (BENCH_CLAIMS, BENCH_KCM_QPS).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the local control plane used by test/cluster: kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubectl, etcd and kwok, from the
+# kube-controller-manager, kube-scheduler, kubectl, the kubelet, etcd and kwok, from the
 # tools modules under hack/tools. Binaries are cached outside the repository in
 # a directory keyed by the tool versions; anything already there is skipped, so
 # a warm run takes about a second.
@@ -98,6 +98,9 @@ build kube-apiserver "$tools/kube" k8s.io/kubernetes/cmd/kube-apiserver "$kube_l
 build kube-controller-manager "$tools/kube" k8s.io/kubernetes/cmd/kube-controller-manager "$kube_ldflags"
 build kube-scheduler "$tools/kube" k8s.io/kubernetes/cmd/kube-scheduler "$kube_ldflags"
 build kubectl "$tools/kube" k8s.io/kubernetes/cmd/kubectl "$kube_ldflags"
+# The kubelet for test/cluster's real nodes (AddRealNode); about 1.5 min after
+# the control plane, which shares most of its packages.
+build kubelet "$tools/kube" k8s.io/kubernetes/cmd/kubelet "$kube_ldflags"
 
 if ((built > 0)); then
 	log "built $built binaries in $((SECONDS - start))s"

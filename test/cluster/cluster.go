@@ -78,11 +78,12 @@ type Cluster struct {
 
 	etcd, apiserver, controllerManager, scheduler, kwok *Process
 
-	mu       sync.Mutex
-	extra    []*Process
-	stopped  bool
-	failed   bool
-	stopOnce sync.Once
+	mu        sync.Mutex
+	extra     []*Process
+	realNodes []*RealNode
+	stopped   bool
+	failed    bool
+	stopOnce  sync.Once
 }
 
 // Start brings up a control plane and returns when the API server is ready,
@@ -159,6 +160,7 @@ func (c *Cluster) stop() {
 	c.mu.Lock()
 	c.stopped = true
 	extra := c.extra
+	realNodes := c.realNodes
 	c.mu.Unlock()
 
 	for _, p := range c.coreProcesses() {
@@ -166,6 +168,10 @@ func (c *Cluster) stop() {
 			c.logf("cluster: %s exited unexpectedly (%v), see %s", p.Name, p.Err(), p.LogPath)
 			c.MarkFailed()
 		}
+	}
+	// Real nodes first: their teardown deletes pods through the API.
+	for i := len(realNodes) - 1; i >= 0; i-- {
+		realNodes[i].Stop()
 	}
 	// Clients first so they do not log errors about a vanished API server.
 	stopAll(append(extra, c.kwok, c.scheduler, c.controllerManager))

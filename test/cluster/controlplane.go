@@ -94,6 +94,9 @@ func (c *Cluster) start(ctx context.Context) error {
 		"--service-cluster-ip-range=10.96.0.0/16",
 		"--endpoint-reconciler-type=none",
 		"--allow-privileged=true",
+		// Real nodes (AddRealNode) are reached by their InternalIP: their
+		// names do not resolve.
+		"--kubelet-preferred-address-types=InternalIP",
 	)
 	if err != nil {
 		return err

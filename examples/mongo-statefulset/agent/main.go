@@ -41,6 +41,9 @@ import (
 	"github.com/carve-csi/carve/examples/mongo-statefulset/agent/internal/rsagent"
 )
 
+// version is set at build time (-ldflags "-X main.version=...").
+var version = "dev"
+
 func main() {
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "mongo-rs-agent:", err)
@@ -62,8 +65,13 @@ func run(args []string) error {
 	scan := fs.Int("scan-ordinals", envInt("SCAN_ORDINALS", 16), "peer ordinals looked up `SCAN_ORDINALS`")
 	timeout := fs.Duration("timeout", envDuration("TIMEOUT", 5*time.Second), "per-call `TIMEOUT`")
 	logLevel := fs.String("log-level", env("LOG_LEVEL", "info"), "`LOG_LEVEL`")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *showVersion {
+		fmt.Println("mongo-rs-agent", version)
+		return nil
 	}
 	if err := errors.Join(envErrs...); err != nil {
 		return err

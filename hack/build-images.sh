@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Builds carve's OCI images without Docker or a registry (`make images`):
+#
+#   carve-provisioner      cmd/provisioner (static binary alone)
+#   carve-csi-controller   cmd/csi-driver on the Debian base (gluster CLI, ssh)
+#   carve-csi-node         cmd/csi-driver on the Debian base (mount.nfs, mount.glusterfs, mount)
+#   mongo-rs-agent         the example's replica-set agent
+#   ferretdb               FerretDB v1.24.0 (the example's Mongo-wire server, SQLite backend)
+#   carve-registrar        kubelet plugin registration (stands in for node-driver-registrar)
+#   carve-livenessprobe    CSI Probe over HTTP (stands in for livenessprobe)
+#   csi-provisioner        kubernetes-csi external-provisioner v6.3.0, from the Go module proxy
+#   test-busybox, test-pause   for the real-node tests only (Debian's busybox-static; hack/tools/images/pause)
+#
+# The Debian base (mmdebstrap, about 4 minutes) and the sidecar and FerretDB
+# binaries are cached outside the repository, keyed by their inputs; a warm
+# run only rebuilds carve's binaries and re-assembles the images.
+# Every image is a docker-archive tarball in OUT (default bin/images), listed
+# with its digest in OUT/images.txt; load one with
+#   ctr -n k8s.io images import OUT/carve-csi-node.tar   (containerd)
+#   docker load -i OUT/carve-csi-node.tar                (Docker)
+#   crane push OUT/carve-csi-node.tar REGISTRY/carve-csi-node:TAG
+#
+# Same inputs, same digests: timestamps are SOURCE_DATE_EPOCH (default the
+# commit time of HEAD) and Go builds use -trimpath. The Debian base is
+# reproducible only as long as the mirror serves the same package versions;
+# the cached base tar pins it on one machine.
+#
+# Environment:
+#   VERSION            tag of carve's own images (default: git describe)
+#   REGISTRY           image name prefix (default ghcr.io/carve-csi)
+#   CARVE_IMAGES_CACHE cache root (default ${XDG_CACHE_HOME:-$HOME/.cache}/carve/images)
+#   DEBIAN_MIRROR      (default http://deb.debian.org/debian)
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+out=${1:-$root/bin/images}
+version=${VERSION:-$(git -C "$root" describe --tags --always --dirty 2>/dev/null || echo dev)}
+registry=${REGISTRY:-ghcr.io/carve-csi}
+cache=${CARVE_IMAGES_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/carve/images}
+mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct 2>/dev/null || echo 0)}
+export GOWORK=off CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false -trimpath"
+
+log() { printf '[build-images] %s\n' "$*" >&2; }
+start=$SECONDS
+mkdir -p "$out/bin" "$cache"
+exec 9>"$cache/.lock"
+flock 9
+
+# --- Debian base: the mount helpers the node plugin runs, and the gluster CLI
+# and ssh the controller runs for Gluster quotas and volumes.
+base_pkgs=(mount nfs-common glusterfs-client glusterfs-cli openssh-client ca-certificates)
+base_suite=bookworm
+base_key=$(printf '%s\n' "$base_suite" "$mirror" "${base_pkgs[@]}" v1 | sha256sum | cut -c1-16)
+base=$cache/debian-$base_suite-$base_key.tar
+if [[ ! -s $base ]]; then
+	command -v mmdebstrap >/dev/null || { log "mmdebstrap missing: apt-get install mmdebstrap"; exit 1; }
+	log "debian base: mmdebstrap $base_suite (${base_pkgs[*]}), about 4 minutes"
+	t0=$SECONDS
+	pkgs=$(IFS=,; echo "${base_pkgs[*]}")
+	mmdebstrap --quiet --variant=essential --include="$pkgs" \
+		--dpkgopt='path-exclude=/usr/share/man/*' \
+		--dpkgopt='path-exclude=/usr/share/doc/*' \
+		--dpkgopt='path-include=/usr/share/doc/*/copyright' \
+		--dpkgopt='path-exclude=/usr/share/locale/*' \
+		--dpkgopt='path-exclude=/usr/share/info/*' \
+		--format=tar "$base_suite" "$base.tmp" \
+		"deb $mirror $base_suite main" "deb $mirror $base_suite-updates main" \
+		"deb ${mirror%/debian}/debian-security $base_suite-security main" >&2
+	mv "$base.tmp" "$base"
+	log "debian base: done in $((SECONDS - t0))s ($(du -h "$base" | cut -f1))"
+fi
+
+# --- Tools: the image assembler and the pause program.
+tools=$cache/bin
+mkdir -p "$tools"
+(cd "$root/hack/tools/images" && go build -o "$tools/" ./mkimage ./pause)
+
+# gobuild MODULE_DIR OUT PACKAGE LDFLAGS: build a static binary.
+gobuild() {
+	(cd "$1" && go build -ldflags "-s -w $4" -o "$2" "$3")
+}
+
+# cached NAME VERSION MODULE_DIR PACKAGE LDFLAGS: third-party binaries are
+# built once per version (a cold csi-provisioner build takes minutes).
+cached() {
+	local name=$1 ver=$2 dir=$3 pkg=$4 ldflags=$5 dst=$cache/bin/$1-$2
+	if [[ ! -x $dst ]]; then
+		log "$name $ver: building $pkg (cold: minutes)"
+		local t0=$SECONDS
+		gobuild "$dir" "$dst.tmp" "$pkg" "$ldflags"
+		mv "$dst.tmp" "$dst"
+		log "$name $ver: done in $((SECONDS - t0))s"
+	fi
+	cp "$dst" "$out/bin/$name"
+}
+
+modversion() { (cd "$1" && go list -m -f '{{.Version}}' "$2"); }
+
+log "carve $version: building binaries"
+ld="-X github.com/carve-csi/carve/pkg/buildinfo.Version=$version"
+gobuild "$root" "$out/bin/" ./cmd/provisioner "$ld"
+gobuild "$root" "$out/bin/" ./cmd/csi-driver "$ld"
+gobuild "$root/examples/mongo-statefulset/agent" "$out/bin/mongo-rs-agent" . "-X main.version=$version"
+gobuild "$root/build/sidecars" "$out/bin/carve-registrar" ./registrar "-X main.version=$version"
+gobuild "$root/build/sidecars" "$out/bin/carve-livenessprobe" ./livenessprobe "-X main.version=$version"
+prov_version=$(modversion "$root/hack/tools/csi-provisioner" github.com/kubernetes-csi/external-provisioner/v6)
+cached csi-provisioner "$prov_version" "$root/hack/tools/csi-provisioner" \
+	github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner "-X main.version=$prov_version"
+# FerretDB through a small main of ours (hack/tools/ferretdb) on its embeddable
+# package; a cold build takes a few minutes, then the Go build cache serves it.
+ferret_version=$(modversion "$root/hack/tools/ferretdb" github.com/FerretDB/FerretDB)
+gobuild "$root/hack/tools/ferretdb" "$out/bin/ferretdb" . ""
+cp "$tools/pause" "$out/bin/pause"
+
+busybox=/bin/busybox
+[[ -x $busybox ]] || busybox=$(command -v busybox || true)
+
+: >"$out/images.txt.tmp"
+# image FILE REF KIND [mkimage flags...]; KIND tells the image test what to check.
+image() {
+	local file=$1 ref=$2 kind=$3
+	shift 3
+	local line
+	line=$("$tools/mkimage" -ref "$ref" -out "$out/$file.tar" "$@")
+	log "$file: $line"
+	echo "$file $line $kind" >>"$out/images.txt.tmp"
+}
+
+b=$out/bin
+image carve-provisioner "$registry/carve-provisioner:$version" carve \
+	-file "$b/provisioner:/provisioner" -entrypoint /provisioner
+image carve-csi-controller "$registry/carve-csi-controller:$version" controller \
+	-rootfs "$base" -file "$b/csi-driver:/csi-driver" -entrypoint /csi-driver
+image carve-csi-node "$registry/carve-csi-node:$version" node \
+	-rootfs "$base" -file "$b/csi-driver:/csi-driver" -entrypoint /csi-driver
+image mongo-rs-agent "$registry/mongo-rs-agent:$version" agent \
+	-file "$b/mongo-rs-agent:/mongo-rs-agent" -entrypoint /mongo-rs-agent -user 65532:65532
+image ferretdb "$registry/ferretdb:$ferret_version" ferretdb \
+	-file "$b/ferretdb:/ferretdb" -entrypoint /ferretdb -user 65532:65532
+image carve-registrar "$registry/carve-registrar:$version" sidecar \
+	-file "$b/carve-registrar:/carve-registrar" -entrypoint /carve-registrar
+image carve-livenessprobe "$registry/carve-livenessprobe:$version" sidecar \
+	-file "$b/carve-livenessprobe:/carve-livenessprobe" -entrypoint /carve-livenessprobe
+image csi-provisioner "$registry/csi-provisioner:$prov_version" sidecar \
+	-file "$b/csi-provisioner:/csi-provisioner" -entrypoint /csi-provisioner
+if [[ -n $busybox ]]; then
+	image test-busybox "carve.test/busybox:1.35" busybox -busybox "$busybox" -cmd sh
+else
+	log "test-busybox: skipped (apt-get install busybox-static)"
+fi
+image test-pause "carve.test/pause:1.0" pause -file "$b/pause:/pause" -entrypoint /pause
+mv "$out/images.txt.tmp" "$out/images.txt"
+log "done in $((SECONDS - start))s: $out/images.txt"
+echo "$out"

@@ -1,0 +1,139 @@
+package scenario
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	storagev1 "k8s.io/api/storage/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/carve-csi/carve/test/cluster"
+)
+
+// RealImages reads dir/images.txt (make images) and returns the image
+// tarballs and carve's own tag.
+func RealImages(dir string) (tars []string, tag string, err error) {
+	f, err := os.Open(filepath.Join(dir, "images.txt"))
+	if err != nil {
+		return nil, "", err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 2 {
+			continue
+		}
+		tars = append(tars, filepath.Join(dir, fields[0]+".tar"))
+		if fields[0] == "carve-csi-node" {
+			tag = fields[1][strings.LastIndex(fields[1], ":")+1:]
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, "", err
+	}
+	if tag == "" {
+		return nil, "", fmt.Errorf("%s/images.txt lists no carve-csi-node", dir)
+	}
+	return tars, tag, nil
+}
+
+// RealOverlay writes the test overlay of deploy/csi-driver into dir. It
+// changes:
+//   - images: carve's own at the tag make images built; csi-provisioner
+//     built from source (module proxy); carve-registrar and
+//     carve-livenessprobe, carve's stand-ins for node-driver-registrar and
+//     livenessprobe, which the module proxy does not serve;
+//   - the share: the controller's nfs-share volume (in-tree NFS, which this
+//     kernel cannot mount) becomes a hostPath of the directory standing in
+//     for the export, and the node plugin gets the documented mapped-share
+//     variant (--mount-map plus the hostPath), which deploy's node.yaml
+//     ships commented out;
+//   - csi-resizer is removed: it cannot be built in CI (the module proxy
+//     does not serve it), so expansion is not part of this story.
+func RealOverlay(dir, repo, share, tag string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	base, err := filepath.Rel(dir, filepath.Join(repo, "deploy/csi-driver"))
+	if err != nil {
+		return err
+	}
+	k := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - %[1]s
+images:
+  - {name: ghcr.io/carve-csi/carve-csi-controller, newTag: %[2]q}
+  - {name: ghcr.io/carve-csi/carve-csi-node, newTag: %[2]q}
+  - {name: registry.k8s.io/sig-storage/csi-provisioner, newName: ghcr.io/carve-csi/csi-provisioner}
+  - {name: registry.k8s.io/sig-storage/csi-node-driver-registrar, newName: ghcr.io/carve-csi/carve-registrar, newTag: %[2]q}
+  - {name: registry.k8s.io/sig-storage/livenessprobe, newName: ghcr.io/carve-csi/carve-livenessprobe, newTag: %[2]q}
+patches:
+  - target: {kind: Deployment, name: carve-csi-controller}
+    patch: |
+      - op: remove
+        path: /spec/template/spec/containers/1
+      - op: replace
+        path: /spec/template/spec/volumes/1
+        value: {name: nfs-share, hostPath: {path: %[3]q, type: Directory}}
+  - target: {kind: DaemonSet, name: carve-csi-node}
+    patch: |
+      - op: add
+        path: /spec/template/spec/containers/2/args/-
+        value: --mount-map=nfs.example.com:/export=/shares/nfs
+      - op: add
+        path: /spec/template/spec/containers/2/volumeMounts/-
+        value: {name: nfs-share, mountPath: /shares/nfs, mountPropagation: HostToContainer}
+      - op: add
+        path: /spec/template/spec/volumes/-
+        value: {name: nfs-share, hostPath: {path: %[3]q, type: Directory}}
+`, base, tag, share)
+	return os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644)
+}
+
+// DeployRealCSI applies deploy/csi-driver through RealOverlay on a real
+// node and waits until the controller and the node plugin are Ready and the
+// kubelet has registered the driver (CSINode). The rendered manifests go to
+// the cluster's LogDir/deployed.yaml.
+func DeployRealCSI(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode, repo, share, tag string) error {
+	overlay := filepath.Join(n.Dir, "overlay")
+	if err := RealOverlay(overlay, repo, share, tag); err != nil {
+		return err
+	}
+	out, err := c.Kubectl(ctx, "kustomize", overlay)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(c.LogDir, "deployed.yaml"), []byte(out), 0o644); err != nil {
+		return err
+	}
+	if _, err := c.Kubectl(ctx, "apply", "-k", overlay); err != nil {
+		return err
+	}
+	for _, w := range []string{"deployment/carve-csi-controller", "daemonset/carve-csi-node"} {
+		if _, err := c.Kubectl(ctx, "-n", "carve-system", "rollout", "status", w, "--timeout=3m"); err != nil {
+			return err
+		}
+	}
+	err = wait.PollUntilContextTimeout(ctx, time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
+		cn, err := c.Client.StorageV1().CSINodes().Get(ctx, n.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		return slices.ContainsFunc(cn.Spec.Drivers, func(d storagev1.CSINodeDriver) bool {
+			return d.Name == "carve.csi.dev" && d.NodeID == n.Name
+		}), nil
+	})
+	if err != nil {
+		return fmt.Errorf("CSINode %s never listed carve.csi.dev: %w", n.Name, err)
+	}
+	return nil
+}
