@@ -121,6 +121,7 @@ func TestGlusterSanity(t *testing.T) {
 	ctrlAddr, _ := sanitytest.Address(ctrlSock)
 	cfg.Address, cfg.ControllerAddress = nodeAddr, ctrlAddr
 	cfg.DialOptions = append(cfg.DialOptions, dial)
+	cfg.ControllerDialOptions = append(cfg.ControllerDialOptions, dial)
 	cfg.TargetPath = filepath.Join(dir, "mnt")
 	cfg.StagingPath = filepath.Join(dir, "staging")
 	cfg.TestVolumeSize = 1 << 30
