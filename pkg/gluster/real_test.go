@@ -50,7 +50,9 @@ func TestMain(m *testing.M) {
 func cluster(t *testing.T) *glusterd.Cluster {
 	t.Helper()
 	clusterOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		// Mostly the wait for the host lock: glustersanity and the dirvol
+		// churn test hold it for minutes on a busy 2-core machine.
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 		defer cancel()
 		start := time.Now()
 		shared, sharedErr = glusterd.StartCluster(ctx, glusterd.Options{})
