@@ -300,8 +300,11 @@ func segmentFields(seg []token) string {
 
 // MayNest reports whether a path that p renders can be a proper ancestor of
 // a path that q renders: claims of two classes on one share with such
-// patterns can refuse each other, since volume directories never nest. It is
-// conservative: a segment with a variable may render anything.
+// patterns can refuse each other, since volume directories never nest. Two
+// segments can match when both are the same literal or both hold variables;
+// a variable matching a literal (a namespace named "scratch" next to a
+// "scratch/..." class) is not reported, or every class with a fixed first
+// segment would warn beside the default pattern.
 func MayNest(p, q *Pattern) bool {
 	if p == nil || q == nil || len(p.segments) >= len(q.segments) {
 		return false
@@ -309,7 +312,7 @@ func MayNest(p, q *Pattern) bool {
 	for i, seg := range p.segments {
 		a, aLit := literalSegment(seg)
 		b, bLit := literalSegment(q.segments[i])
-		if aLit && bLit && a != b {
+		if aLit != bLit || (aLit && a != b) {
 			return false
 		}
 	}

@@ -136,7 +136,9 @@ func TestMayNest(t *testing.T) {
 		want bool
 	}{
 		{"${pvc.metadata.namespace}", "${pvc.metadata.namespace}/${pvc.metadata.name}", true},
-		{"db", "${pvc.metadata.namespace}/${pvc.metadata.name}", true},
+		{"db", "${pvc.metadata.namespace}/${pvc.metadata.name}", false},
+		{"${pvc.metadata.namespace}/${pvc.metadata.name}", "scratch/${pvc.metadata.namespace}/${pvc.metadata.name}", false},
+		{"db/${pvc.metadata.namespace}", "db/${pvc.metadata.namespace}/${pvc.metadata.name}", true},
 		{"db", "web/${pvc.metadata.name}", false},
 		{"scratch/${pvc.metadata.namespace}", "scratch/${pvc.metadata.namespace}/${pvc.metadata.name}", true},
 		{"scratch/${pvc.metadata.namespace}", "data/${pvc.metadata.namespace}/${pvc.metadata.name}", false},
