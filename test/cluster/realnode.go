@@ -21,6 +21,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+
+	"github.com/carve-csi/carve/internal/hostlock"
 )
 
 // ErrNoRealNode is wrapped by AddRealNode's error when this host cannot run a
@@ -91,7 +93,7 @@ type RealNode struct {
 	IP string
 
 	c                   *Cluster
-	lock                *hostLock
+	lock                *hostlock.Lock
 	containerd, kubelet *Process
 	proxy               net.Listener
 	proxyWG             sync.WaitGroup
@@ -116,7 +118,7 @@ func (c *Cluster) AddRealNode(ctx context.Context, opts RealNodeOptions) (_ *Rea
 	if err := realNodePrereqs(kubelet); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNoRealNode, err)
 	}
-	lock, err := acquireHostLock(ctx, "realnode", c.logf)
+	lock, err := hostlock.AcquireLock(ctx, hostlock.LockPath("realnode"), c.logf)
 	if err != nil {
 		return nil, err
 	}
@@ -131,7 +133,7 @@ func (c *Cluster) AddRealNode(ctx context.Context, opts RealNodeOptions) (_ *Rea
 	case "":
 		n.KubeletRoot = "/var/lib/kubelet"
 		if _, err := os.Lstat(n.KubeletRoot); err == nil {
-			lock.unlock()
+			_ = lock.Unlock()
 			return nil, fmt.Errorf("%w: %s exists (another kubelet, or an earlier run's leftovers): remove it or use KubeletRoot scratch", ErrNoRealNode, n.KubeletRoot)
 		}
 	case "scratch":
@@ -512,7 +514,7 @@ func (n *RealNode) stop() {
 		n.proxyWG.Wait()
 	}
 	n.restoreHost()
-	n.lock.unlock()
+	_ = n.lock.Unlock()
 }
 
 // drain deletes the pods on the node outside carve-system and waits (60 s

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/carve-csi/carve/internal/hostlock"
 	"github.com/carve-csi/carve/internal/testenv/internal/realenv"
 )
 
@@ -67,7 +68,7 @@ type Server struct {
 	logPath    string
 	outPath    string
 	proc       *realenv.Process
-	lock       *realenv.Lock
+	lock       *hostlock.Lock
 	stopped    bool
 }
 
@@ -157,7 +158,7 @@ func startServer(ctx context.Context, opts Options) (_ *Server, err error) {
 		}
 	}()
 
-	if srv.lock, err = realenv.AcquireLock(ctx, realenv.LockPath("ganesha"), logf); err != nil {
+	if srv.lock, err = hostlock.AcquireLock(ctx, hostlock.LockPath("ganesha"), logf); err != nil {
 		return nil, fmt.Errorf("ganesha: %w", err)
 	}
 	// With the lock held nothing of ours serves NFS, so a listener on 2049

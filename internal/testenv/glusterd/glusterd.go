@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/carve-csi/carve/internal/hostlock"
 	"github.com/carve-csi/carve/internal/testenv/internal/realenv"
 )
 
@@ -77,7 +78,7 @@ type Cluster struct {
 	brickRoot  string
 	timeout    time.Duration
 	logf       func(format string, args ...any)
-	lock       *realenv.Lock
+	lock       *hostlock.Lock
 
 	// Snapshots taken at start, to clean up what appeared afterwards.
 	initialVolumes map[string]bool
@@ -162,7 +163,7 @@ func startCluster(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		}
 	}()
 
-	if c.lock, err = realenv.AcquireLock(ctx, realenv.LockPath("glusterd"), c.logf); err != nil {
+	if c.lock, err = hostlock.AcquireLock(ctx, hostlock.LockPath("glusterd"), c.logf); err != nil {
 		return nil, fmt.Errorf("glusterd: %w", err)
 	}
 

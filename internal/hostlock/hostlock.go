@@ -1,4 +1,7 @@
-package realenv
+// Package hostlock holds the host-wide lock files that tests starting
+// host-global parts (nfs-ganesha, glusterd, a real node) take, so two test
+// processes never run one of them at once.
+package hostlock
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package realenv
+package hostlock
 
 import (
 	"context"
@@ -35,15 +35,4 @@ func TestLockExcludesWithinProcess(t *testing.T) {
 		t.Fatalf("AcquireLock after Unlock: %v", err)
 	}
 	l2.Unlock()
-}
-
-func TestSkipOrFatalPolicy(t *testing.T) {
-	t.Setenv(RequireRealEnv, "")
-	if RequireReal() {
-		t.Fatal("RequireReal with the variable empty")
-	}
-	t.Setenv(RequireRealEnv, "1")
-	if !RequireReal() {
-		t.Fatal("RequireReal with the variable set to 1")
-	}
 }
