@@ -24,12 +24,15 @@ func main() {
 	flag.StringVar(&cfg.Endpoint, "endpoint", "unix:///csi/csi.sock", "CSI endpoint: unix:///path/csi.sock, or tcp://host:port")
 	flag.StringVar(&cfg.NodeID, "nodeid", "", "this node's name (required for the node service)")
 	flag.StringVar(&cfg.Name, "driver-name", csidriver.DefaultName, "CSI driver name; the CSIDriver object and StorageClass.provisioner must match")
-	flag.Var(&cfg.Mode, "mode", "services to run: all, controller or node")
+	flag.Var(&cfg.Mode, "mode", "services to run: all, controller or node; or fuse: the node's FUSE holder (--fuse-socket), which makes the node's Gluster mounts so they outlive node plugin restarts")
 	flag.Var(cfg.MountMap, "mount-map", "SERVER:SHARE=LOCALPATH: the share is mounted at LOCALPATH here (repeatable); "+
 		"the controller carves there, the node bind-mounts volumes from there")
 	flag.StringVar(&cfg.MountsDir, "mounts-dir", "", "controller: mount unmapped shares under this directory (needs privileges)")
 	flag.StringVar(&cfg.GlusterLogDir, "gluster-log-dir", csidriver.DefaultGlusterLogDir,
 		"node: where Gluster FUSE clients log, one file per volume (mount option log-file)")
+	flag.StringVar(&cfg.FUSESocket, "fuse-socket", "", "node: the FUSE holder's socket (carve-csi-fuse); Gluster FUSE mounts are made there, "+
+		"so restarting this process's pod does not end them; empty: mount here. Mode fuse: the socket to serve")
+	flag.StringVar(&cfg.FUSERoot, "fuse-root", "/var/lib/kubelet/pods", "mode fuse: mount only beneath this directory (the kubelet's pods directory)")
 	flag.StringVar(&cfg.MetricsAddress, "metrics-address", "", "serve Prometheus metrics on this address (e.g. :8080); empty: off")
 	flag.StringVar(&cfg.HealthAddress, "health-address", "", "serve /healthz and /readyz on this address (e.g. :8081); empty: off")
 	kubeReferrers := flag.Bool("kube-referrers", true, "controller: watch PersistentVolumes and claims so a directory is never "+
@@ -46,7 +49,11 @@ func main() {
 		fmt.Fprintf(os.Stderr, "unexpected arguments: %v\n", flag.Args())
 		os.Exit(2)
 	}
-	if cfg.Mode != csidriver.ModeNode && len(cfg.MountMap) == 0 && cfg.MountsDir == "" {
+	if cfg.Mode == csidriver.ModeFUSE && cfg.FUSESocket == "" {
+		fmt.Fprintln(os.Stderr, "--mode=fuse needs --fuse-socket PATH")
+		os.Exit(2)
+	}
+	if (cfg.Mode == csidriver.ModeAll || cfg.Mode == csidriver.ModeController) && len(cfg.MountMap) == 0 && cfg.MountsDir == "" {
 		fmt.Fprintln(os.Stderr, "the controller cannot reach a share: give --mount-map SERVER:SHARE=LOCALPATH or --mounts-dir DIR")
 		os.Exit(2)
 	}
@@ -56,7 +63,7 @@ func main() {
 	logger := klog.FromContext(ctx)
 	ctx = klog.NewContext(ctx, logger)
 
-	if *kubeReferrers && cfg.Mode != csidriver.ModeNode {
+	if *kubeReferrers && (cfg.Mode == csidriver.ModeAll || cfg.Mode == csidriver.ModeController) {
 		client, err := kubeclient.New(*kubeconfig, "carve-csi-driver", 0, 0)
 		if err != nil {
 			logger.Error(err, "Cannot create Kubernetes client for --kube-referrers (set --kube-referrers=false to run without a cluster view)")

@@ -18,6 +18,7 @@ import (
 	mount "k8s.io/mount-utils"
 
 	"github.com/carve-csi/carve/pkg/backend"
+	"github.com/carve-csi/carve/pkg/fusemount"
 	"github.com/carve-csi/carve/pkg/gluster"
 	"github.com/carve-csi/carve/pkg/kubeview"
 	"github.com/carve-csi/carve/pkg/nfs"
@@ -41,16 +42,19 @@ const (
 	ModeAll        Mode = "all"
 	ModeController Mode = "controller"
 	ModeNode       Mode = "node"
+	// ModeFUSE runs no CSI service: it is the node's FUSE holder
+	// (pkg/fusemount), serving Config.FUSESocket.
+	ModeFUSE Mode = "fuse"
 )
 
 // Set implements flag.Value.
 func (m *Mode) Set(s string) error {
 	switch Mode(s) {
-	case ModeAll, ModeController, ModeNode:
+	case ModeAll, ModeController, ModeNode, ModeFUSE:
 		*m = Mode(s)
 		return nil
 	}
-	return fmt.Errorf("mode %q: want all, controller or node", s)
+	return fmt.Errorf("mode %q: want all, controller, node or fuse", s)
 }
 
 func (m *Mode) String() string { return string(*m) }
@@ -71,7 +75,14 @@ type Config struct {
 	MountsDir string
 	// GlusterLogDir: where the node's Gluster FUSE clients write their logs,
 	// one file per volume; "" is DefaultGlusterLogDir.
-	GlusterLogDir  string
+	GlusterLogDir string
+	// FUSESocket: node, the FUSE holder's socket; its FUSE (Gluster)
+	// mounts are made there so they outlive this process's container; ""
+	// mounts here. Mode fuse: the socket to serve.
+	FUSESocket string
+	// FUSERoot: mode fuse, the directory beneath which the holder mounts
+	// (the kubelet's pods directory).
+	FUSERoot       string
 	MetricsAddress string
 	HealthAddress  string
 	Version        string
@@ -219,7 +230,18 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		cfg.Referrers = view
 	}
-	d, err := New(cfg, mount.New(""))
+	var mounter mount.Interface = mount.New("")
+	switch {
+	case cfg.Mode == ModeFUSE:
+		if cfg.FUSESocket == "" || cfg.FUSERoot == "" {
+			return fmt.Errorf("mode %s needs a socket and a root directory", ModeFUSE)
+		}
+		return fusemount.Serve(ctx, cfg.FUSESocket, &fusemount.Server{Mounter: safemount.New(mounter), Roots: []string{cfg.FUSERoot}})
+	case cfg.FUSESocket != "" && cfg.Mode.node():
+		logger.Info("FUSE mounts are made by the FUSE holder", "socket", cfg.FUSESocket)
+		mounter = fusemount.NewClient(cfg.FUSESocket, mounter)
+	}
+	d, err := New(cfg, mounter)
 	if err != nil {
 		return err
 	}

@@ -107,7 +107,7 @@ func TestRealNodeStatefulSetNFS(t *testing.T) {
 	}
 	t.Logf("carve deployed from deploy/csi-driver, node plugin registered, in %s", time.Since(t0).Round(time.Second))
 
-	s := &realStory{t: t, c: c, ns: "web", share: share}
+	s := &realStory{t: t, c: c, ns: "web", share: share, class: "carve-nfs-csi"}
 	s.run(ctx)
 }
 
@@ -116,6 +116,10 @@ type realStory struct {
 	c     *cluster.Cluster
 	ns    string
 	share string
+	// class is the StorageClass of the claims (one of deploy/csi-driver's).
+	class string
+	// fsType: what /data inside a container must be mounted as.
+	fsType string
 	// starts counts the container starts each ordinal's data has seen.
 	starts map[int]int
 }
@@ -290,7 +294,7 @@ func (s *realStory) createSTS(ctx context.Context, replicas int32) error {
 				ObjectMeta: metav1.ObjectMeta{Name: "data"},
 				Spec: v1.PersistentVolumeClaimSpec{
 					AccessModes:      []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce},
-					StorageClassName: ptr.To("carve-nfs-csi"),
+					StorageClassName: ptr.To(s.class),
 					Resources:        v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse("16Mi")}},
 				},
 			}},
@@ -343,6 +347,9 @@ func (s *realStory) check(ctx context.Context, n int, started []int) error {
 		lines, mounts := splitExec(inPod)
 		if len(mounts) == 0 {
 			return fmt.Errorf("%s: /data is not a mount inside the container", pod)
+		}
+		if f := strings.Fields(mounts[0]); s.fsType != "" && (len(f) < 3 || f[2] != s.fsType) {
+			return fmt.Errorf("%s: /data is %q, want a %s mount", pod, mounts[0], s.fsType)
 		}
 		want := s.starts[i]
 		if len(lines) != want {

@@ -108,6 +108,12 @@ func DeployRealCSI(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode,
 	if err := RealOverlay(overlay, repo, share, tag); err != nil {
 		return err
 	}
+	return deployOverlay(ctx, c, n, overlay)
+}
+
+// deployOverlay applies a kustomization of deploy/csi-driver and waits for
+// the controller, the node plugin and the kubelet's registration of it.
+func deployOverlay(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode, overlay string) error {
 	out, err := c.Kubectl(ctx, "kustomize", overlay)
 	if err != nil {
 		return err
@@ -122,6 +128,17 @@ func DeployRealCSI(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode,
 		if _, err := c.Kubectl(ctx, "-n", "carve-system", "rollout", "status", w, "--timeout=3m"); err != nil {
 			return err
 		}
+	}
+	// The FUSE holder updates OnDelete, which rollout status does not follow.
+	err = wait.PollUntilContextTimeout(ctx, time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		ds, err := c.Client.AppsV1().DaemonSets("carve-system").Get(ctx, "carve-csi-fuse", metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		return ds.Status.DesiredNumberScheduled > 0 && ds.Status.NumberReady == ds.Status.DesiredNumberScheduled, nil
+	})
+	if err != nil {
+		return fmt.Errorf("DaemonSet carve-csi-fuse never Ready: %w", err)
 	}
 	err = wait.PollUntilContextTimeout(ctx, time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
 		cn, err := c.Client.StorageV1().CSINodes().Get(ctx, n.Name, metav1.GetOptions{})
