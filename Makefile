@@ -6,7 +6,7 @@ GO ?= go
 # after `make deps`. CARVE_REQUIRE_REAL=1 turns "skipped: not available" into failures.
 TEST_FLAGS ?= -count=1 -timeout 30m
 
-.PHONY: all build test lint unit sanity fuzz tools images image-check e2e bench demo deps clean
+.PHONY: all build test lint unit sanity fuzz tools images image-check e2e conformance conformance-full bench demo deps clean
 
 all: build
 
@@ -42,8 +42,10 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./test/...
+	$(GO) vet -tags conformance ./test/conformance
 	bash hack/staticcheck.sh ./...
 	bash hack/staticcheck.sh -tags e2e ./test/...
+	bash hack/staticcheck.sh -tags conformance ./test/conformance
 	cd $(AGENT) && $(GO) vet ./...
 	cd $(FERRET) && $(GO) vet ./...
 	cd $(SIDECARS) && GOWORK=off $(GO) vet ./...
@@ -84,6 +86,21 @@ image-check:
 e2e: tools images image-check
 	CARVE_IMAGES_DIR=$(IMAGES_DIR) $(GO) test -tags e2e $(TEST_FLAGS) -v ./test/...
 	cd $(FERRET) && CARVE_IMAGES_DIR=$(IMAGES_DIR) $(GO) test -tags e2e $(TEST_FLAGS) -run TestFerretRealNode -v .
+
+## conformance: the upstream storage e2e suite (e2e.test v1.34.4, External.Storage, built
+## with agnhost by hack/build-tools.sh e2e) against carve deployed from deploy/csi-driver
+## on a real node, NFS and GlusterFS; see docs/conformance.md. CONFORMANCE_SET=fast
+## (default: the specs not marked [Slow]), slow or all.
+E2E_IMAGES_DIR ?= $(CURDIR)/bin/e2e-images
+conformance: tools images
+	bin=$$(bash hack/build-tools.sh e2e) && \
+	bash hack/build-conformance-images.sh $(E2E_IMAGES_DIR) "$$bin" >/dev/null && \
+	CARVE_E2E_BIN="$$bin" CARVE_E2E_IMAGES=$(E2E_IMAGES_DIR) CARVE_IMAGES_DIR=$(IMAGES_DIR) \
+		$(GO) test -tags conformance -count=1 -timeout 150m -v ./test/conformance
+
+## conformance-full: every spec, [Slow] included (not in CI: see docs/conformance.md).
+conformance-full:
+	$(MAKE) conformance CONFORMANCE_SET=all
 
 ## bench: 1000 claims at once on the local control plane; reports seconds to PVs and
 ## to Bound, claims per second and the provisioner's peak RSS (BENCH_CLAIMS, BENCH_KCM_QPS).

@@ -8,6 +8,10 @@
 # Progress goes to stderr; the last line on stdout is the bin directory:
 #   bin=$(bash hack/build-tools.sh)
 #
+# With the argument "e2e" it also builds the upstream storage e2e suite
+# (e2e.test, k8s.io/kubernetes/test/e2e) and agnhost, its test image's
+# program, for make conformance (about 5 more minutes cold).
+#
 # Environment:
 #   CARVE_TOOLS_DIR  cache root (default ${XDG_CACHE_HOME:-$HOME/.cache}/carve/tools)
 #   FORCE=1          rebuild even when the binaries exist
@@ -63,9 +67,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# build NAME MODULE_DIR PACKAGE LDFLAGS
+# build NAME MODULE_DIR PACKAGE LDFLAGS [test]: "test" builds PACKAGE's test
+# binary (go test -c), as e2e.test is.
 build() {
-	local name=$1 dir=$2 pkg=$3 ldflags=$4
+	local name=$1 dir=$2 pkg=$3 ldflags=$4 gocmd=(build)
+	if [[ ${5:-} == test ]]; then gocmd=(test -c); fi
 	if [[ -x $bin/$name && -z ${FORCE:-} ]]; then
 		log "$name: cached"
 		return
@@ -78,7 +84,7 @@ build() {
 	# Build to a temporary name so an interrupted build never leaves a
 	# truncated binary that a later run would treat as cached.
 	tmp=$bin/.$name.tmp
-	if ! (cd "$dir" && go build -ldflags "$ldflags" -o "$tmp" "$pkg"); then
+	if ! (cd "$dir" && go "${gocmd[@]}" -ldflags "$ldflags" -o "$tmp" "$pkg"); then
 		log "$name: build FAILED after $((SECONDS - t0))s"
 		exit 1
 	fi
@@ -101,6 +107,10 @@ build kubectl "$tools/kube" k8s.io/kubernetes/cmd/kubectl "$kube_ldflags"
 # The kubelet for test/cluster's real nodes (AddRealNode); about 1.5 min after
 # the control plane, which shares most of its packages.
 build kubelet "$tools/kube" k8s.io/kubernetes/cmd/kubelet "$kube_ldflags"
+if [[ ${1:-} == e2e ]]; then
+	build e2e.test "$tools/kube" k8s.io/kubernetes/test/e2e "$kube_ldflags" test
+	build agnhost "$tools/kube" k8s.io/kubernetes/test/images/agnhost ""
+fi
 
 if ((built > 0)); then
 	log "built $built binaries in $((SECONDS - start))s"

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -41,49 +40,14 @@ import (
 // publish into a bind mount of the claim's directory: the path users take
 // when the node has the share mounted.
 
-// realImages returns the image tarballs of make images and carve's tag.
-func realImages(t *testing.T) (tars []string, tag string) {
-	dir := os.Getenv("CARVE_IMAGES_DIR")
-	if dir == "" {
-		var err error
-		if dir, err = filepath.Abs("../../bin/images"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tars, tag, err := scenario.RealImages(dir)
-	if err != nil {
-		skipOrFailReal(t, fmt.Sprintf("real node: no images (run make images): %v", err))
-	}
-	return tars, tag
-}
-
-func skipOrFailReal(t *testing.T, msg string) {
-	t.Helper()
-	if os.Getenv("CARVE_REQUIRE_REAL") == "1" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-}
-
-// startRealNode starts a control plane with no kwok node (every pod lands on
-// the real node) and one real node with the images imported.
+// startRealNode starts a control plane with no kwok node and one real node
+// with the images imported (scenario.StartRealNode).
 func startRealNode(t *testing.T) (*cluster.Cluster, *cluster.RealNode, string) {
-	tars, tag := realImages(t)
-	c := cluster.StartForTest(t, cluster.Options{Nodes: -1})
-	n, err := c.AddRealNode(t.Context(), cluster.RealNodeOptions{Images: tars})
-	if errors.Is(err, cluster.ErrNoRealNode) {
-		skipOrFailReal(t, err.Error())
-	}
+	repo, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			c.MarkFailed()
-		}
-		n.Stop()
-	})
-	return c, n, tag
+	return scenario.StartRealNode(t, repo)
 }
 
 // TestRealNodeStatefulSetNFS is the StatefulSet story on the real node.

@@ -3,11 +3,13 @@ package scenario
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"testing"
 	"time"
 
 	storagev1 "k8s.io/api/storage/v1"
@@ -153,4 +155,46 @@ func deployOverlay(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode,
 		return fmt.Errorf("CSINode %s never listed carve.csi.dev: %w", n.Name, err)
 	}
 	return nil
+}
+
+// StartRealNode starts a control plane with no kwok node (every pod lands on
+// the real node) and one real node with make images' images (CARVE_IMAGES_DIR,
+// default bin/images at the repository root) and extra image tarballs
+// imported. It returns carve's image tag. Without images or a real node it
+// skips, or fails under CARVE_REQUIRE_REAL=1.
+func StartRealNode(t *testing.T, repo string, extra ...string) (*cluster.Cluster, *cluster.RealNode, string) {
+	t.Helper()
+	dir := os.Getenv("CARVE_IMAGES_DIR")
+	if dir == "" {
+		dir = filepath.Join(repo, "bin/images")
+	}
+	tars, tag, err := RealImages(dir)
+	if err != nil {
+		SkipOrFailReal(t, fmt.Sprintf("real node: no images (run make images): %v", err))
+	}
+	c := cluster.StartForTest(t, cluster.Options{Nodes: -1})
+	n, err := c.AddRealNode(t.Context(), cluster.RealNodeOptions{Images: append(tars, extra...)})
+	if errors.Is(err, cluster.ErrNoRealNode) {
+		SkipOrFailReal(t, err.Error())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			c.MarkFailed()
+		}
+		n.Stop()
+	})
+	return c, n, tag
+}
+
+// SkipOrFailReal skips the test, or fails it when CARVE_REQUIRE_REAL=1 (CI:
+// a missing part must not pass as a skip).
+func SkipOrFailReal(t *testing.T, msg string) {
+	t.Helper()
+	if os.Getenv("CARVE_REQUIRE_REAL") == "1" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
 }

@@ -1,0 +1,273 @@
+//go:build conformance
+
+// Package conformance runs the upstream Kubernetes storage e2e suite
+// (e2e.test v1.34.4, External.Storage, external-driver mode) against carve
+// deployed from deploy/csi-driver as shipped on a real node, once per
+// backend: make conformance. See docs/conformance.md.
+package conformance
+
+import (
+	"context"
+	"encoding/xml"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/carve-csi/carve/internal/testenv/glusterd"
+	"github.com/carve-csi/carve/test/cluster"
+	"github.com/carve-csi/carve/test/scenario"
+)
+
+// The suite's sets: CONFORMANCE_SET=fast (default: the specs not marked
+// [Slow]), slow (only those) or all.
+func focusSkip() (focus, skip string) {
+	focus = `External.Storage.*carve\.csi\.dev`
+	base := `\[Feature:|\[Disruptive\]|\[Serial\]`
+	switch os.Getenv("CONFORMANCE_SET") {
+	case "slow":
+		return focus + `.*\[Slow\]`, base
+	case "all":
+		return focus, base
+	default:
+		return focus, base + `|\[Slow\]`
+	}
+}
+
+// backend is one driver definition: the StorageClass the suite provisions
+// from and the capabilities carve declares for it.
+type backend struct {
+	name   string
+	class  string // StorageClass YAML
+	caps   map[string]bool
+	// deploy deploys carve (repo, image tag) on the node.
+	deploy func(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode, repo, tag string) error
+}
+
+// capabilities declared for both backends; a backend adds its own.
+// Declared is tested: nothing is left out to dodge a spec (docs/conformance.md
+// says why each false one is false).
+func capabilities(extra map[string]bool) map[string]bool {
+	c := map[string]bool{
+		"persistence": true, "exec": true, "multipods": true, "RWX": true, "fsGroup": true,
+		"block": false, "topology": false, "volumeLimits": false, "singleNodeVolume": false,
+		"snapshotDataSource": false, "pvcDataSource": false,
+		"controllerExpansion": false, "nodeExpansion": false, "onlineExpansion": false, "offlineExpansion": false,
+	}
+	for k, v := range extra {
+		c[k] = v
+	}
+	return c
+}
+
+func TestExternalStorageNFS(t *testing.T) {
+	run(t, backend{
+		name: "nfs",
+		class: `apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: carve-e2e-nfs}
+provisioner: carve.csi.dev
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+parameters:
+  backend: nfs
+  server: nfs.example.com
+  share: /export
+  pathPattern: "${pvc.metadata.namespace}/${pvc.metadata.name}"
+  onDelete: delete
+`,
+		// A directory on NFS has no size of its own: expansion would
+		// change a number, not what the pod can write.
+		caps: capabilities(nil),
+		deploy: func(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode, repo, tag string) error {
+			share, err := n.SharedDir("export")
+			if err != nil {
+				return err
+			}
+			return scenario.DeployRealCSI(ctx, c, n, repo, share, tag)
+		},
+	})
+}
+
+func TestExternalStorageGluster(t *testing.T) {
+	g := glusterd.Start(t)
+	vol := g.CreateVolume(t, "carve-conformance", 1)
+	g.EnableQuota(t, vol.Name)
+	mount := g.Mount(t, vol.Name)
+	run(t, backend{
+		name: "gluster",
+		class: fmt.Sprintf(`apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: carve-e2e-gluster}
+provisioner: carve.csi.dev
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+allowVolumeExpansion: true
+parameters:
+  backend: gluster
+  servers: %q
+  volume: %q
+  quota: gluster
+  pathPattern: "${pvc.metadata.namespace}/${pvc.metadata.name}"
+  onDelete: delete
+`, g.Host(), vol.Name),
+		caps: capabilities(nil),
+		deploy: func(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode, repo, tag string) error {
+			share, err := n.SharedDir("export")
+			if err != nil {
+				return err
+			}
+			return scenario.DeployRealGluster(ctx, c, n, repo, share, tag,
+				scenario.RealGluster{Host: g.Host(), Volume: vol.Name, Mount: mount})
+		},
+	})
+}
+
+
+// e2eTools returns e2e.test and the suite's image tarballs (make
+// conformance builds them: CARVE_E2E_BIN, CARVE_E2E_IMAGES).
+func e2eTools(t *testing.T) (string, []string) {
+	bin, images := os.Getenv("CARVE_E2E_BIN"), os.Getenv("CARVE_E2E_IMAGES")
+	suite := filepath.Join(bin, "e2e.test")
+	if _, err := os.Stat(suite); bin == "" || err != nil {
+		scenario.SkipOrFailReal(t, "no e2e.test (run make conformance, which sets CARVE_E2E_BIN)")
+	}
+	tars, _ := filepath.Glob(filepath.Join(images, "*.tar"))
+	if len(tars) == 0 {
+		scenario.SkipOrFailReal(t, "no e2e images (run make conformance, which sets CARVE_E2E_IMAGES)")
+	}
+	return suite, tars
+}
+
+func run(t *testing.T, b backend) {
+	suite, tars := e2eTools(t)
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, n, tag := scenario.StartRealNode(t, repo, tars...)
+	ctx := t.Context()
+	if err := b.deploy(ctx, c, n, repo, tag); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(c.Dir, "conformance-"+b.name)
+	if err := os.MkdirAll(filepath.Join(dir, "report"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	classFile := filepath.Join(dir, "storageclass.yaml")
+	driverFile := filepath.Join(dir, "driver.yaml")
+	if err := os.WriteFile(classFile, []byte(b.class), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(driverFile, []byte(driverDefinition(classFile, b.caps)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	focus, skip := focusSkip()
+	logPath := filepath.Join(c.LogDir, "e2e-"+b.name+".log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd := exec.CommandContext(ctx, suite,
+		"--kubeconfig="+c.Kubeconfig, "--provider=local",
+		"--kubectl-path="+filepath.Join(c.BinDir, "kubectl"),
+		"-storage.testdriver="+driverFile,
+		"-ginkgo.focus="+focus, "-ginkgo.skip="+skip,
+		"-ginkgo.no-color", "-ginkgo.v", "-ginkgo.timeout=2h",
+		"--report-dir="+filepath.Join(dir, "report"))
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	t.Logf("%s: e2e.test -ginkgo.focus=%q -ginkgo.skip=%q (log %s)", b.name, focus, skip, logPath)
+	start := time.Now()
+	runErr := cmd.Run()
+	elapsed := time.Since(start).Round(time.Second)
+	r, err := readReport(filepath.Join(dir, "report"))
+	if err != nil {
+		t.Fatalf("%s: e2e.test exited with %v after %s and left no report: %v (log %s)", b.name, runErr, elapsed, err, logPath)
+	}
+	t.Logf("%s: %d passed, %d failed, %d skipped in %s", b.name, len(r.passed), len(r.failed), r.skipped, elapsed)
+	for _, s := range r.passed {
+		t.Logf("%s: passed: %s", b.name, s)
+	}
+	for _, s := range r.failed {
+		t.Errorf("%s: FAILED: %s", b.name, s)
+	}
+	if len(r.passed) == 0 {
+		t.Errorf("%s: no spec passed (focus %q matched nothing?)", b.name, focus)
+	}
+	if runErr != nil && len(r.failed) == 0 {
+		t.Errorf("%s: e2e.test failed (%v) with no failed spec in the report; log %s", b.name, runErr, logPath)
+	}
+}
+
+// driverDefinition is the suite's external driver file (JSON is YAML).
+func driverDefinition(classFile string, caps map[string]bool) string {
+	keys := make([]string, 0, len(caps))
+	for k := range caps {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var c []string
+	for _, k := range keys {
+		c = append(c, fmt.Sprintf("%q: %t", k, caps[k]))
+	}
+	return fmt.Sprintf(`StorageClass:
+  FromFile: %q
+DriverInfo:
+  Name: carve.csi.dev
+  SupportedFsType: {"": {}}
+  SupportedSizeRange: {Min: 1Mi, Max: 10Gi}
+  Capabilities: {%s}
+`, classFile, strings.Join(c, ", "))
+}
+
+type report struct {
+	passed, failed []string
+	skipped        int
+}
+
+// readReport reads the suite's JUnit report.
+func readReport(dir string) (report, error) {
+	var r report
+	files, _ := filepath.Glob(filepath.Join(dir, "junit*.xml"))
+	if len(files) == 0 {
+		return r, fmt.Errorf("no junit*.xml in %s", dir)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return r, err
+		}
+		var suites struct {
+			Suites []struct {
+				Cases []struct {
+					Name    string    `xml:"name,attr"`
+					Skipped *struct{} `xml:"skipped"`
+					Failure *struct{} `xml:"failure"`
+					Error   *struct{} `xml:"error"`
+				} `xml:"testcase"`
+			} `xml:"testsuite"`
+		}
+		if err := xml.Unmarshal(b, &suites); err != nil {
+			return r, fmt.Errorf("%s: %w", f, err)
+		}
+		for _, s := range suites.Suites {
+			for _, tc := range s.Cases {
+				switch {
+				case tc.Failure != nil || tc.Error != nil:
+					r.failed = append(r.failed, tc.Name)
+				case tc.Skipped != nil:
+					r.skipped++
+				case strings.Contains(tc.Name, "carve.csi.dev"):
+					r.passed = append(r.passed, tc.Name)
+				}
+			}
+		}
+	}
+	return r, nil
+}
