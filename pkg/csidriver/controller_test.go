@@ -136,6 +136,9 @@ func TestCreateVolumeRejects(t *testing.T) {
 		{"block", &csi.CreateVolumeRequest{Name: "pvc-1", Parameters: classParams(), VolumeCapabilities: []*csi.VolumeCapability{block}}, []string{"block"}},
 		{"labels in pattern", createReq("pvc-1", 1, claim(classParams("pathPattern", "${pvc.metadata.labels['app']}/${pv.metadata.name}"), "ns", "c", "pvc-1")),
 			[]string{"pathPattern", "labels or annotations"}},
+		// nfs-subdir's label variables translate to carve's, which CSI cannot fill: same refusal.
+		{"nfs-subdir labels in pattern", createReq("pvc-1", 1, claim(classParams("pathPattern", "${.PVC.labels.app}/${.PVC.name}"), "ns", "c", "pvc-1")),
+			[]string{"pathPattern", "labels or annotations"}},
 		{"annotations in pattern", createReq("pvc-1", 1, claim(classParams("pathPattern", "${pvc.metadata.annotations['x']}"), "ns", "c", "pvc-1")),
 			[]string{"pathPattern"}},
 		{"claim metadata missing", createReq("pvc-1", 1, classParams()), []string{"--extra-create-metadata", "pathPattern"}},

@@ -107,10 +107,16 @@ func (c *Config) DirMode() uint32 {
 	return 0o2770
 }
 
-// Parse validates StorageClass parameters. Keys are matched exactly (the
-// contract names them in camelCase); any unknown key is an error that names it,
-// because a misspelt parameter silently ignored is how data lands in the wrong place.
-func Parse(in map[string]string) (*Config, error) {
+// Parse validates StorageClass parameters. Keys are matched case-insensitively
+// and other provisioners' names are translated first (aliases.go); any unknown
+// key is an error that names it, because a misspelt parameter silently ignored
+// is how data lands in the wrong place.
+func Parse(raw map[string]string) (*Config, error) {
+	in, notes, nerrs := normalise(raw)
+	if len(nerrs) > 0 {
+		// Names first: checking values of a class whose keys are wrong only adds noise.
+		return nil, withNotes(nerrs, notes)
+	}
 	c := &Config{
 		OnDelete: OnDeleteRetain,
 		GIDMin:   DefaultGIDMin,
@@ -185,7 +191,8 @@ func Parse(in map[string]string) (*Config, error) {
 			if strings.HasPrefix(k, csiPrefix) {
 				continue
 			}
-			bad(fmt.Errorf("%w: unknown parameter %q (known: %s)", ErrInvalid, k, strings.Join(known, ", ")))
+			bad(fmt.Errorf("%w: unknown parameter %q (known: %s; from other provisioners: %s)",
+				ErrInvalid, k, strings.Join(known, ", "), aliasNames()))
 		}
 	}
 
@@ -241,9 +248,18 @@ func Parse(in map[string]string) (*Config, error) {
 		bad(fmt.Errorf("%w: %s and %s/%s exclude each other: a fixed gid is not allocated", ErrInvalid, GID, GIDMin, GIDMax))
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, withNotes(errs, notes)
 	}
 	return c, nil
+}
+
+// withNotes joins errs and, when aliases were translated, says how: the
+// messages above name carve's keys, which the class may not spell.
+func withNotes(errs []error, notes []string) error {
+	if len(notes) > 0 {
+		errs = append(errs, fmt.Errorf("(carve read %s)", strings.Join(notes, "; ")))
+	}
+	return errors.Join(errs...)
 }
 
 var known = append([]string{Backend, Server, Share, PathPattern, OnDelete, VolumeType, UID, GID, Mode, GIDMin, GIDMax}, glusterKeys...)

@@ -60,8 +60,8 @@ func TestParseErrors(t *testing.T) {
 		in     map[string]string
 		expect string // must appear in the message
 	}{
-		{"unknown key named", nfsParams("archiveOnDelete", "true"), `unknown parameter "archiveOnDelete"`},
-		{"case matters", nfsParams("Server", "x"), `unknown parameter "Server"`},
+		{"unknown key named", nfsParams("archiveOnDelet", "true"), `unknown parameter "archiveOnDelet"`},
+		{"one key in two cases", nfsParams("Server", "x"), "Server and server differ only in case"},
 		{"no backend", map[string]string{"server": "a", "share": "/x"}, "backend is required"},
 		{"bad backend", nfsParams("backend", "ceph"), `backend="ceph"`},
 		{"no server", map[string]string{"backend": "nfs", "share": "/x"}, "server is required"},

@@ -286,7 +286,7 @@ func TestProvisionPV(t *testing.T) {
 func TestUnsupportedClaimsGetEvents(t *testing.T) {
 	h := startController(t)
 	h.class("carve-nfs", v1.PersistentVolumeReclaimRetain, nfsParams())
-	h.class("typo", v1.PersistentVolumeReclaimRetain, nfsParams("archiveOnDelete", "true"))
+	h.class("typo", v1.PersistentVolumeReclaimRetain, nfsParams("archiveOnDelet", "true"))
 	h.class("unreachable", v1.PersistentVolumeReclaimRetain, map[string]string{"backend": "nfs", "server": "10.9.9.9", "share": "/other"})
 	block := v1.PersistentVolumeBlock
 	h.claim("ns", "block", "carve-nfs", func(c *v1.PersistentVolumeClaim) { c.Spec.VolumeMode = &block })
@@ -303,7 +303,7 @@ func TestUnsupportedClaimsGetEvents(t *testing.T) {
 	h.waitEvent("ns", "block", "ProvisioningFailed", "does not support block")
 	h.waitEvent("ns", "clone", "ProvisioningFailed", "remove spec.dataSource")
 	h.waitEvent("ns", "selector", "ProvisioningFailed", "remove the selector")
-	h.waitEvent("ns", "typo", "ProvisioningFailed", `unknown parameter "archiveOnDelete"`)
+	h.waitEvent("ns", "typo", "ProvisioningFailed", `unknown parameter "archiveOnDelet"`)
 	// Each refusal names the object at fault, and only that one (the
 	// library itself prefixes "failed to provision volume with StorageClass").
 	h.waitEvent("ns", "clone", "ProvisioningFailed", "fix PersistentVolumeClaim ns/clone (spec.dataSource)")
