@@ -42,7 +42,7 @@ import (
 // when the node has the share mounted.
 
 // realImages returns the image tarballs of make images and carve's tag.
-func realImages(t *testing.T) (tars []string, tag string) {
+func realImages(t testing.TB) (tars []string, tag string) {
 	dir := os.Getenv("CARVE_IMAGES_DIR")
 	if dir == "" {
 		var err error
@@ -57,7 +57,7 @@ func realImages(t *testing.T) (tars []string, tag string) {
 	return tars, tag
 }
 
-func skipOrFailReal(t *testing.T, msg string) {
+func skipOrFailReal(t testing.TB, msg string) {
 	t.Helper()
 	if os.Getenv("CARVE_REQUIRE_REAL") == "1" {
 		t.Fatal(msg)
@@ -408,7 +408,7 @@ func poll(ctx context.Context, timeout time.Duration, cond func(context.Context)
 }
 
 // dumpPods logs the pods of a namespace and their containers' states.
-func dumpPods(t *testing.T, c *cluster.Cluster, ns string) {
+func dumpPods(t testing.TB, c *cluster.Cluster, ns string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	out, err := c.Kubectl(ctx, "-n", ns, "get", "pods", "-o", "wide")

@@ -137,3 +137,59 @@ func DeployRealCSI(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode,
 	}
 	return nil
 }
+
+// RealProvisionerOverlay writes the test overlay of deploy/provisioner (the
+// classic provisioner) into dir. Like RealOverlay it changes only the image
+// (carve-provisioner at the tag make images built) and the share: the
+// nfs-share volume (in-tree NFS, which this kernel cannot mount) becomes a
+// hostPath of the directory standing in for the export.
+func RealProvisionerOverlay(dir, repo, share, tag string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	base, err := filepath.Rel(dir, filepath.Join(repo, "deploy/provisioner"))
+	if err != nil {
+		return err
+	}
+	k := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - %[1]s
+images:
+  - {name: ghcr.io/carve-csi/carve-provisioner, newTag: %[2]q}
+patches:
+  - target: {kind: Deployment, name: carve-provisioner}
+    patch: |
+      - op: test
+        path: /spec/template/spec/volumes/0/name
+        value: nfs-share
+      - op: replace
+        path: /spec/template/spec/volumes/0
+        value: {name: nfs-share, hostPath: {path: %[3]q, type: Directory}}
+`, base, tag, share)
+	return os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644)
+}
+
+// DeployRealProvisioner applies deploy/provisioner through
+// RealProvisionerOverlay on a real node and waits until the Deployment has
+// rolled out (its pods are Ready only once their caches have synced and the
+// share answers). The rendered manifests go to the cluster's
+// LogDir/deployed-provisioner.yaml.
+func DeployRealProvisioner(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode, repo, share, tag string) error {
+	overlay := filepath.Join(n.Dir, "overlay-provisioner")
+	if err := RealProvisionerOverlay(overlay, repo, share, tag); err != nil {
+		return err
+	}
+	out, err := c.Kubectl(ctx, "kustomize", overlay)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(c.LogDir, "deployed-provisioner.yaml"), []byte(out), 0o644); err != nil {
+		return err
+	}
+	if _, err := c.Kubectl(ctx, "apply", "-k", overlay); err != nil {
+		return err
+	}
+	_, err = c.Kubectl(ctx, "-n", "carve-system", "rollout", "status", "deployment/carve-provisioner", "--timeout=3m")
+	return err
+}
