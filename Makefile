@@ -102,10 +102,13 @@ conformance: tools images
 conformance-full:
 	$(MAKE) conformance CONFORMANCE_SET=all
 
-## bench: 1000 claims at once on the local control plane; reports seconds to PVs and
-## to Bound, claims per second and the provisioner's peak RSS (BENCH_CLAIMS, BENCH_KCM_QPS).
-bench: tools
-	$(GO) test -tags e2e -run '^$$' -bench BenchmarkClaims -benchtime 1x -count=1 -timeout 30m -v ./test/e2e
+## bench: 1000 claims at once, reporting seconds to PVs and to Bound, claims per
+## second and memory: BenchmarkClaims (the provisioner as a host process) and
+## BenchmarkShippedDeployments (deploy/csi-driver and deploy/provisioner side by
+## side on a real node, images and share changed only; README "Sizing").
+## BENCH_CLAIMS, BENCH_KCM_QPS (the controller-manager's --kube-api-qps, default 500).
+bench: tools images
+	CARVE_IMAGES_DIR=$(IMAGES_DIR) $(GO) test -tags e2e -run '^$$' -bench 'BenchmarkClaims|BenchmarkShippedDeployments' -benchtime 1x -count=1 -timeout 60m -v ./test/e2e
 
 ## demo: the same story for a person to watch; stays up until Ctrl-C (DEMO_FLAGS=--exit to stop at the end).
 demo:

@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/test/cluster"
 	"github.com/carve-csi/carve/test/scenario"
 )
@@ -55,6 +56,11 @@ func BenchmarkClaims(b *testing.B) {
 	if err := os.Mkdir(share, 0o755); err != nil {
 		b.Fatal(err)
 	}
+	// A plain directory standing in for the export: declare it, as an
+	// administrator does (carve refuses an unverified share).
+	if err := dirvol.Declare(share); err != nil {
+		b.Fatal(err)
+	}
 	c := cluster.StartForTest(b, cluster.Options{
 		Nodes:                 -1,
 		ControllerManagerArgs: []string{"--kube-api-qps=" + kcmQPS, "--kube-api-burst=" + kcmQPS},
@@ -86,7 +92,7 @@ func BenchmarkClaims(b *testing.B) {
 
 	b.ResetTimer()
 	start := time.Now()
-	if err := createClaims(ctx, client, n); err != nil {
+	if err := createClaims(ctx, client, "bench", "bench", n); err != nil {
 		b.Fatal(err)
 	}
 	created := time.Since(start)
@@ -126,8 +132,9 @@ func BenchmarkClaims(b *testing.B) {
 		float64(rss)/(1<<20), kcmQPS)
 }
 
-func createClaims(ctx context.Context, client kubernetes.Interface, n int) error {
-	class := "bench"
+// createClaims creates claims claim-0000 ... in namespace ns of class
+// class, 64 at a time.
+func createClaims(ctx context.Context, client kubernetes.Interface, ns, class string, n int) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	next := make(chan int)
@@ -144,7 +151,7 @@ func createClaims(ctx context.Context, client kubernetes.Interface, n int) error
 						Resources:        v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Gi")}},
 					},
 				}
-				if _, err := client.CoreV1().PersistentVolumeClaims("bench").Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
+				if _, err := client.CoreV1().PersistentVolumeClaims(ns).Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
 					errs <- err
 				}
 			}

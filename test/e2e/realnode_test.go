@@ -40,6 +40,20 @@ import (
 // publish into a bind mount of the claim's directory: the path users take
 // when the node has the share mounted.
 
+// realImages returns the image tarballs of make images and carve's tag.
+func realImages(t testing.TB) (tars []string, tag string) {
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return scenario.RealImagesFor(t, repo)
+}
+
+func skipOrFailReal(t testing.TB, msg string) {
+	t.Helper()
+	scenario.SkipOrFailReal(t, msg)
+}
+
 // startRealNode starts a control plane with no kwok node and one real node
 // with the images imported (scenario.StartRealNode).
 func startRealNode(t *testing.T) (*cluster.Cluster, *cluster.RealNode, string) {
@@ -379,7 +393,7 @@ func poll(ctx context.Context, timeout time.Duration, cond func(context.Context)
 }
 
 // dumpPods logs the pods of a namespace and their containers' states.
-func dumpPods(t *testing.T, c *cluster.Cluster, ns string) {
+func dumpPods(t testing.TB, c *cluster.Cluster, ns string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	out, err := c.Kubectl(ctx, "-n", ns, "get", "pods", "-o", "wide")

@@ -164,14 +164,7 @@ func deployOverlay(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode,
 // skips, or fails under CARVE_REQUIRE_REAL=1.
 func StartRealNode(t *testing.T, repo string, extra ...string) (*cluster.Cluster, *cluster.RealNode, string) {
 	t.Helper()
-	dir := os.Getenv("CARVE_IMAGES_DIR")
-	if dir == "" {
-		dir = filepath.Join(repo, "bin/images")
-	}
-	tars, tag, err := RealImages(dir)
-	if err != nil {
-		SkipOrFailReal(t, fmt.Sprintf("real node: no images (run make images): %v", err))
-	}
+	tars, tag := RealImagesFor(t, repo)
 	c := cluster.StartForTest(t, cluster.Options{Nodes: -1})
 	n, err := c.AddRealNode(t.Context(), cluster.RealNodeOptions{Images: append(tars, extra...)})
 	if errors.Is(err, cluster.ErrNoRealNode) {
@@ -189,12 +182,84 @@ func StartRealNode(t *testing.T, repo string, extra ...string) (*cluster.Cluster
 	return c, n, tag
 }
 
+// RealImagesFor returns make images' tarballs (CARVE_IMAGES_DIR, default
+// bin/images at the repository root) and carve's tag; without them it skips,
+// or fails under CARVE_REQUIRE_REAL=1.
+func RealImagesFor(t testing.TB, repo string) (tars []string, tag string) {
+	t.Helper()
+	dir := os.Getenv("CARVE_IMAGES_DIR")
+	if dir == "" {
+		dir = filepath.Join(repo, "bin/images")
+	}
+	tars, tag, err := RealImages(dir)
+	if err != nil {
+		SkipOrFailReal(t, fmt.Sprintf("real node: no images (run make images): %v", err))
+	}
+	return tars, tag
+}
+
 // SkipOrFailReal skips the test, or fails it when CARVE_REQUIRE_REAL=1 (CI:
 // a missing part must not pass as a skip).
-func SkipOrFailReal(t *testing.T, msg string) {
+func SkipOrFailReal(t testing.TB, msg string) {
 	t.Helper()
 	if os.Getenv("CARVE_REQUIRE_REAL") == "1" {
 		t.Fatal(msg)
 	}
 	t.Skip(msg)
+}
+
+// RealProvisionerOverlay writes the test overlay of deploy/provisioner (the
+// classic provisioner) into dir. Like RealOverlay it changes only the image
+// (carve-provisioner at the tag make images built) and the share: the
+// nfs-share volume (in-tree NFS, which this kernel cannot mount) becomes a
+// hostPath of the directory standing in for the export.
+func RealProvisionerOverlay(dir, repo, share, tag string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	base, err := filepath.Rel(dir, filepath.Join(repo, "deploy/provisioner"))
+	if err != nil {
+		return err
+	}
+	k := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - %[1]s
+images:
+  - {name: ghcr.io/carve-csi/carve-provisioner, newTag: %[2]q}
+patches:
+  - target: {kind: Deployment, name: carve-provisioner}
+    patch: |
+      - op: test
+        path: /spec/template/spec/volumes/0/name
+        value: nfs-share
+      - op: replace
+        path: /spec/template/spec/volumes/0
+        value: {name: nfs-share, hostPath: {path: %[3]q, type: Directory}}
+`, base, tag, share)
+	return os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644)
+}
+
+// DeployRealProvisioner applies deploy/provisioner through
+// RealProvisionerOverlay on a real node and waits until the Deployment has
+// rolled out (its pods are Ready only once their caches have synced and the
+// share answers). The rendered manifests go to the cluster's
+// LogDir/deployed-provisioner.yaml.
+func DeployRealProvisioner(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode, repo, share, tag string) error {
+	overlay := filepath.Join(n.Dir, "overlay-provisioner")
+	if err := RealProvisionerOverlay(overlay, repo, share, tag); err != nil {
+		return err
+	}
+	out, err := c.Kubectl(ctx, "kustomize", overlay)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(c.LogDir, "deployed-provisioner.yaml"), []byte(out), 0o644); err != nil {
+		return err
+	}
+	if _, err := c.Kubectl(ctx, "apply", "-k", overlay); err != nil {
+		return err
+	}
+	_, err = c.Kubectl(ctx, "-n", "carve-system", "rollout", "status", "deployment/carve-provisioner", "--timeout=3m")
+	return err
 }
