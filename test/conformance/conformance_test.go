@@ -41,9 +41,9 @@ func focusSkip() (focus, skip string) {
 // backend is one driver definition: the StorageClass the suite provisions
 // from and the capabilities carve declares for it.
 type backend struct {
-	name   string
-	class  string // StorageClass YAML
-	caps   map[string]bool
+	name  string
+	class string // StorageClass YAML
+	caps  map[string]bool
 	// deploy deploys carve (repo, image tag) on the node.
 	deploy func(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode, repo, tag string) error
 }
@@ -126,7 +126,6 @@ parameters:
 		},
 	})
 }
-
 
 // e2eTools returns e2e.test and the suite's image tarballs (make
 // conformance builds them: CARVE_E2E_BIN, CARVE_E2E_IMAGES).
