@@ -76,6 +76,14 @@ type RealNodeOptions struct {
 	// shipped manifests need no path changes. It must not exist yet (Stop
 	// removes it); "scratch" puts it under Dir instead.
 	KubeletRoot string
+	// OwnNamespaces runs containerd as PID 1 of a PID and mount namespace
+	// of its own (a slave of the host's mounts), and the kubelet inside
+	// both. The upstream e2e suite's hostexec pods nsenter the mount
+	// namespace of /proc/1, which this VM's real PID 1 refuses even to
+	// root; in the node's own namespace PID 1 is containerd. Mounts the
+	// kubelet and the pods make are then invisible on the host and vanish
+	// with the namespace.
+	OwnNamespaces bool
 }
 
 // RealNode is a running containerd + kubelet node.
@@ -315,8 +323,11 @@ state = %[2]q
 		return err
 	}
 	var err error
-	n.containerd, err = startProcess("containerd-"+n.Name, filepath.Join(n.c.LogDir, "containerd-"+n.Name+".log"),
-		[]string{"containerd", "--config", filepath.Join(cd, "config.toml")}, nil)
+	argv := []string{"containerd", "--config", filepath.Join(cd, "config.toml")}
+	if opts.OwnNamespaces {
+		argv = append([]string{"unshare", "--pid", "--kill-child", "--mount-proc", "--propagation", "slave", "--"}, argv...)
+	}
+	n.containerd, err = startProcess("containerd-"+n.Name, filepath.Join(n.c.LogDir, "containerd-"+n.Name+".log"), argv, nil)
 	if err != nil {
 		return err
 	}
@@ -374,17 +385,27 @@ podLogsDir: %[3]q
 	if err := os.WriteFile(filepath.Join(kd, "config.yaml"), []byte(kcfg), 0o644); err != nil {
 		return err
 	}
-	n.kubelet, err = startProcess("kubelet-"+n.Name, filepath.Join(n.c.LogDir, "kubelet-"+n.Name+".log"), []string{
+	var prefix []string
+	if opts.OwnNamespaces {
+		// containerd is unshare's only child.
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", n.containerd.Pid(), n.containerd.Pid()))
+		pid := strings.TrimSpace(string(b))
+		if err != nil || pid == "" || strings.Contains(pid, " ") {
+			return fmt.Errorf("containerd's PID in its namespace: %q %v", pid, err)
+		}
+		prefix = []string{"nsenter", "--target", pid, "--mount", "--pid", "--"}
+	}
+	n.kubelet, err = startProcess("kubelet-"+n.Name, filepath.Join(n.c.LogDir, "kubelet-"+n.Name+".log"), append(prefix,
 		kubelet,
-		"--config=" + filepath.Join(kd, "config.yaml"),
-		"--kubeconfig=" + n.c.Kubeconfig,
-		"--root-dir=" + n.KubeletRoot,
-		"--cert-dir=" + filepath.Join(kd, "pki"),
-		"--hostname-override=" + n.Name,
-		"--node-ip=" + n.IP,
-		"--node-labels=" + RealNodeLabel + "=true",
+		"--config="+filepath.Join(kd, "config.yaml"),
+		"--kubeconfig="+n.c.Kubeconfig,
+		"--root-dir="+n.KubeletRoot,
+		"--cert-dir="+filepath.Join(kd, "pki"),
+		"--hostname-override="+n.Name,
+		"--node-ip="+n.IP,
+		"--node-labels="+RealNodeLabel+"=true",
 		"--v=2",
-	}, nil)
+	), nil)
 	if err != nil {
 		return err
 	}

@@ -148,7 +148,8 @@ func run(t *testing.T, b backend) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, n, tag := scenario.StartRealNode(t, repo, tars...)
+	// The suite's hostexec pods enter /proc/1's mount namespace.
+	c, n, tag := scenario.StartRealNode(t, repo, cluster.RealNodeOptions{Images: tars, OwnNamespaces: true})
 	ctx := t.Context()
 	if err := b.deploy(ctx, c, n, repo, tag); err != nil {
 		t.Fatal(err)

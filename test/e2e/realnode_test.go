@@ -61,7 +61,7 @@ func startRealNode(t *testing.T) (*cluster.Cluster, *cluster.RealNode, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return scenario.StartRealNode(t, repo)
+	return scenario.StartRealNode(t, repo, cluster.RealNodeOptions{})
 }
 
 // TestRealNodeStatefulSetNFS is the StatefulSet story on the real node.

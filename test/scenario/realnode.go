@@ -159,14 +159,15 @@ func deployOverlay(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode,
 
 // StartRealNode starts a control plane with no kwok node (every pod lands on
 // the real node) and one real node with make images' images (CARVE_IMAGES_DIR,
-// default bin/images at the repository root) and extra image tarballs
-// imported. It returns carve's image tag. Without images or a real node it
-// skips, or fails under CARVE_REQUIRE_REAL=1.
-func StartRealNode(t *testing.T, repo string, extra ...string) (*cluster.Cluster, *cluster.RealNode, string) {
+// default bin/images at the repository root) imported besides opts.Images.
+// It returns carve's image tag. Without images or a real node it skips, or
+// fails under CARVE_REQUIRE_REAL=1.
+func StartRealNode(t *testing.T, repo string, opts cluster.RealNodeOptions) (*cluster.Cluster, *cluster.RealNode, string) {
 	t.Helper()
 	tars, tag := RealImagesFor(t, repo)
+	opts.Images = append(tars, opts.Images...)
 	c := cluster.StartForTest(t, cluster.Options{Nodes: -1})
-	n, err := c.AddRealNode(t.Context(), cluster.RealNodeOptions{Images: append(tars, extra...)})
+	n, err := c.AddRealNode(t.Context(), opts)
 	if errors.Is(err, cluster.ErrNoRealNode) {
 		SkipOrFailReal(t, err.Error())
 	}
