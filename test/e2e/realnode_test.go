@@ -33,8 +33,8 @@ import (
 // carve-registrar, calls NodePublishVolume, and real containers of a
 // StatefulSet write and re-read their data through the mounts across pod
 // deletion, scaling 3 → 5 → 3 → 5, and StatefulSet + claim deletion with
-// re-attach; then a claim in use grows 1Gi → 2Gi through carve-resizer
-// (the csi-resizer stand-in) and carve's ControllerExpandVolume.
+// re-attach. TestRealNodeExpandNFS grows a claim in use 1Gi → 2Gi through
+// carve-resizer (the csi-resizer stand-in) and ControllerExpandVolume.
 //
 // The share: this kernel has no NFS client, so nothing here can mount
 // SERVER:/export (neither the kubelet's in-tree spec.nfs volumes nor the node
@@ -214,9 +214,32 @@ func (s *realStory) run(ctx context.Context) {
 		}
 		return s.check(ctx, 5, []int{0, 1, 2, 3, 4})
 	})
-	step("expand a claim in use 1Gi → 2Gi: carve-resizer and ControllerExpandVolume", func() error {
-		return s.expand(ctx)
-	})
+}
+
+// TestRealNodeExpandNFS deploys carve as TestRealNodeStatefulSetNFS does and
+// expands a claim while a pod uses it (see realStory.expand).
+func TestRealNodeExpandNFS(t *testing.T) {
+	c, n, tag := startRealNode(t)
+	ctx := t.Context()
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	share, err := n.SharedDir("export")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dumpPods(t, c, "carve-system") })
+	if err := scenario.DeployRealCSI(ctx, c, n, repo, share, tag); err != nil {
+		t.Fatal(err)
+	}
+	s := &realStory{t: t, c: c, ns: "grow", share: share}
+	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: s.ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.expand(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // expand creates a 1Gi claim of carve-nfs-csi (allowVolumeExpansion: true)
