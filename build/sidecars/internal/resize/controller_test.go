@@ -172,7 +172,7 @@ func TestResizeInfeasible(t *testing.T) {
 	pvc := h.waitClaim("ControllerResizeInfeasible", func(p *v1.PersistentVolumeClaim) bool {
 		return p.Status.AllocatedResourceStatuses[v1.ResourceStorage] == v1.PersistentVolumeClaimControllerResizeInfeasible
 	})
-	if got := conditionTypes(pvc); len(got) != 1 || got[0] != v1.PersistentVolumeClaimControllerResizeError {
+	if got := conditionTypes(pvc); len(got) != 2 || got[0] != v1.PersistentVolumeClaimResizing || got[1] != v1.PersistentVolumeClaimControllerResizeError {
 		t.Errorf("conditions %v", got)
 	}
 	time.Sleep(300 * time.Millisecond)

@@ -180,18 +180,15 @@ func MarkNodePending(pvc *v1.PersistentVolumeClaim) *v1.PersistentVolumeClaim {
 }
 
 // MarkFailed returns the claim after a final error: ControllerResizeError
-// with msg. If the driver called the size infeasible, the Resizing
-// condition goes and the status is ControllerResizeInfeasible
-// (allocatedResources stays, so only a different request is tried again);
-// otherwise the resize is retried and stays Resizing.
+// with msg beside Resizing (csi-resizer v2.2.1 keeps Resizing too). If the
+// driver called the size infeasible, the status is
+// ControllerResizeInfeasible (allocatedResources stays, so only a
+// different request is tried again); otherwise the resize is retried.
 func MarkFailed(pvc *v1.PersistentVolumeClaim, msg string, infeasible bool) *v1.PersistentVolumeClaim {
 	n := pvc.DeepCopy()
-	failed := condition(v1.PersistentVolumeClaimControllerResizeError, msg)
+	setConditions(n, condition(v1.PersistentVolumeClaimResizing, ""), condition(v1.PersistentVolumeClaimControllerResizeError, msg))
 	if infeasible {
-		setConditions(n, failed)
 		setResizeStatus(n, v1.PersistentVolumeClaimControllerResizeInfeasible)
-		return n
 	}
-	setConditions(n, condition(v1.PersistentVolumeClaimResizing, ""), failed)
 	return n
 }

@@ -152,7 +152,7 @@ func TestTransitions(t *testing.T) {
 	}
 
 	inf := MarkFailed(p, "boom", true)
-	if got := conditionTypes(inf); len(got) != 2 || got[1] != v1.PersistentVolumeClaimControllerResizeError {
+	if got := conditionTypes(inf); len(got) != 3 || got[1] != v1.PersistentVolumeClaimResizing || got[2] != v1.PersistentVolumeClaimControllerResizeError {
 		t.Errorf("infeasible: conditions %v", got)
 	}
 	if st := inf.Status.AllocatedResourceStatuses[v1.ResourceStorage]; st != v1.PersistentVolumeClaimControllerResizeInfeasible {
