@@ -20,7 +20,7 @@ test: lint unit
 AGENT := examples/mongo-statefulset/agent
 # FerretDB (a Mongo-wire server) is heavy; its data-survival test is a module of its own too.
 FERRET := test/ferret
-# carve's own kubelet-registration and liveness-probe sidecars (build/sidecars)
+# carve's own kubelet-registration, liveness-probe and resizer sidecars (build/sidecars)
 # and the image assembler with its image test (hack/tools/images): modules of
 # their own, so carve's go.mod does not grow k8s.io/kubelet or go-containerregistry.
 SIDECARS := build/sidecars

@@ -8,6 +8,7 @@
 #   ferretdb               FerretDB v1.24.0 (the example's Mongo-wire server, SQLite backend)
 #   carve-registrar        kubelet plugin registration (stands in for node-driver-registrar)
 #   carve-livenessprobe    CSI Probe over HTTP (stands in for livenessprobe)
+#   carve-resizer          ControllerExpandVolume on claim growth (stands in for csi-resizer)
 #   csi-provisioner        kubernetes-csi external-provisioner v6.3.0, from the Go module proxy
 #   test-busybox, test-pause   for the real-node tests only (Debian's busybox-static; hack/tools/images/pause)
 #
@@ -104,6 +105,7 @@ gobuild "$root" "$out/bin/" ./cmd/csi-driver "$ld"
 gobuild "$root/examples/mongo-statefulset/agent" "$out/bin/mongo-rs-agent" . "-X main.version=$version"
 gobuild "$root/build/sidecars" "$out/bin/carve-registrar" ./registrar "-X main.version=$version"
 gobuild "$root/build/sidecars" "$out/bin/carve-livenessprobe" ./livenessprobe "-X main.version=$version"
+gobuild "$root/build/sidecars" "$out/bin/carve-resizer" ./resizer "-X main.version=$version"
 prov_version=$(modversion "$root/hack/tools/csi-provisioner" github.com/kubernetes-csi/external-provisioner/v6)
 cached csi-provisioner "$prov_version" "$root/hack/tools/csi-provisioner" \
 	github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner "-X main.version=$prov_version"
@@ -142,6 +144,8 @@ image carve-registrar "$registry/carve-registrar:$version" sidecar \
 	-file "$b/carve-registrar:/carve-registrar" -entrypoint /carve-registrar
 image carve-livenessprobe "$registry/carve-livenessprobe:$version" sidecar \
 	-file "$b/carve-livenessprobe:/carve-livenessprobe" -entrypoint /carve-livenessprobe
+image carve-resizer "$registry/carve-resizer:$version" sidecar \
+	-file "$b/carve-resizer:/carve-resizer" -entrypoint /carve-resizer
 image csi-provisioner "$registry/csi-provisioner:$prov_version" sidecar \
 	-file "$b/csi-provisioner:/csi-provisioner" -entrypoint /csi-provisioner
 if [[ -n $busybox ]]; then

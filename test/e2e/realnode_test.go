@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 
@@ -31,7 +32,8 @@ import (
 // carve-registrar, calls NodePublishVolume, and real containers of a
 // StatefulSet write and re-read their data through the mounts across pod
 // deletion, scaling 3 → 5 → 3 → 5, and StatefulSet + claim deletion with
-// re-attach.
+// re-attach. TestRealNodeExpandNFS grows a claim in use 1Gi → 2Gi through
+// carve-resizer (the csi-resizer stand-in) and ControllerExpandVolume.
 //
 // The share: this kernel has no NFS client, so nothing here can mount
 // SERVER:/export (neither the kubelet's in-tree spec.nfs volumes nor the node
@@ -194,6 +196,151 @@ func (s *realStory) run(ctx context.Context) {
 		}
 		return s.check(ctx, 5, []int{0, 1, 2, 3, 4})
 	})
+}
+
+// TestRealNodeExpandNFS deploys carve as TestRealNodeStatefulSetNFS does and
+// expands a claim while a pod uses it (see realStory.expand).
+func TestRealNodeExpandNFS(t *testing.T) {
+	c, n, tag := startRealNode(t)
+	ctx := t.Context()
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	share, err := n.SharedDir("export")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dumpPods(t, c, "carve-system") })
+	if err := scenario.DeployRealCSI(ctx, c, n, repo, share, tag); err != nil {
+		t.Fatal(err)
+	}
+	s := &realStory{t: t, c: c, ns: "grow", share: share}
+	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: s.ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.expand(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// expand creates a 1Gi claim of carve-nfs-csi (allowVolumeExpansion: true)
+// and a pod writing to it, raises the claim's request to 2Gi, and waits
+// until carve-resizer has called ControllerExpandVolume and recorded it:
+// the PV's and the claim's capacity 2Gi, no resize condition or status
+// left, a VolumeResizeSuccessful event; the pod keeps its data and mount.
+func (s *realStory) expand(ctx context.Context) error {
+	const name = "grow"
+	pvc := &v1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.ns},
+		Spec: v1.PersistentVolumeClaimSpec{
+			AccessModes:      []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce},
+			StorageClassName: ptr.To("carve-nfs-csi"),
+			Resources:        v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Gi")}},
+		},
+	}
+	claims := s.c.Client.CoreV1().PersistentVolumeClaims(s.ns)
+	if _, err := claims.Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	pod := &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.ns},
+		Spec: v1.PodSpec{
+			TerminationGracePeriodSeconds: ptr.To(int64(1)),
+			SecurityContext: &v1.PodSecurityContext{
+				RunAsUser: ptr.To(int64(999)), RunAsGroup: ptr.To(int64(999)), FSGroup: ptr.To(int64(999)),
+			},
+			Containers: []v1.Container{{
+				Name:            "app",
+				Image:           "carve.test/busybox:1.35",
+				ImagePullPolicy: v1.PullNever,
+				Command:         []string{"sh", "-c", `echo before-expand > /data/data.txt && touch /tmp/ready && exec sleep 1000000`},
+				ReadinessProbe: &v1.Probe{
+					ProbeHandler:  v1.ProbeHandler{Exec: &v1.ExecAction{Command: []string{"cat", "/tmp/ready"}}},
+					PeriodSeconds: 1,
+				},
+				VolumeMounts: []v1.VolumeMount{{Name: "data", MountPath: "/data"}},
+			}},
+			Volumes: []v1.Volume{{Name: "data", VolumeSource: v1.VolumeSource{
+				PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: name},
+			}}},
+		},
+	}
+	if _, err := s.c.Client.CoreV1().Pods(s.ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	if err := poll(ctx, 3*time.Minute, func(ctx context.Context) (bool, error) {
+		p, err := s.c.Client.CoreV1().Pods(s.ns).Get(ctx, name, metav1.GetOptions{})
+		return err == nil && podReady(p), err
+	}); err != nil {
+		return fmt.Errorf("pod %s not Ready: %w", name, err)
+	}
+	bound, err := claims.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	if c := bound.Status.Capacity[v1.ResourceStorage]; c.String() != "1Gi" {
+		return fmt.Errorf("claim bound with capacity %s, want 1Gi", c.String())
+	}
+
+	t0 := time.Now()
+	patch := []byte(`{"spec":{"resources":{"requests":{"storage":"2Gi"}}}}`)
+	if _, err := claims.Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("raise the request to 2Gi: %w", err)
+	}
+	want := resource.MustParse("2Gi")
+	var last *v1.PersistentVolumeClaim
+	if err := poll(ctx, 2*time.Minute, func(ctx context.Context) (bool, error) {
+		p, err := claims.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		last = p
+		c := p.Status.Capacity[v1.ResourceStorage]
+		return c.Cmp(want) == 0, nil
+	}); err != nil {
+		return fmt.Errorf("claim capacity never 2Gi: %w; status %+v", err, last.Status)
+	}
+	s.t.Logf("claim %s: capacity 2Gi %s after the request", name, time.Since(t0).Round(10*time.Millisecond))
+	for _, c := range last.Status.Conditions {
+		if c.Type == v1.PersistentVolumeClaimResizing || c.Type == v1.PersistentVolumeClaimFileSystemResizePending ||
+			c.Type == v1.PersistentVolumeClaimControllerResizeError {
+			return fmt.Errorf("claim still has condition %s: %+v", c.Type, last.Status.Conditions)
+		}
+	}
+	if st, ok := last.Status.AllocatedResourceStatuses[v1.ResourceStorage]; ok {
+		return fmt.Errorf("claim still has allocatedResourceStatuses[storage] %q", st)
+	}
+	if a := last.Status.AllocatedResources[v1.ResourceStorage]; a.Cmp(want) != 0 {
+		return fmt.Errorf("claim allocatedResources %s, want 2Gi", a.String())
+	}
+	pv, err := s.c.Client.CoreV1().PersistentVolumes().Get(ctx, last.Spec.VolumeName, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	if c := pv.Spec.Capacity[v1.ResourceStorage]; c.Cmp(want) != 0 {
+		return fmt.Errorf("PV %s capacity %s, want 2Gi", pv.Name, c.String())
+	}
+	if err := poll(ctx, time.Minute, func(ctx context.Context) (bool, error) {
+		evs, err := s.c.Client.CoreV1().Events(s.ns).List(ctx, metav1.ListOptions{
+			FieldSelector: "involvedObject.kind=PersistentVolumeClaim,involvedObject.name=" + name + ",reason=VolumeResizeSuccessful",
+		})
+		return err == nil && len(evs.Items) > 0, err
+	}); err != nil {
+		return fmt.Errorf("no VolumeResizeSuccessful event on the claim: %w", err)
+	}
+	out, err := s.c.Kubectl(ctx, "-n", s.ns, "exec", name, "--", "sh", "-c", "cat /data/data.txt && echo after-expand >> /data/data.txt && awk '$2==\"/data\"' /proc/mounts")
+	if err != nil {
+		return fmt.Errorf("pod after the expansion: %w", err)
+	}
+	if !strings.HasPrefix(out, "before-expand\n") || !strings.Contains(out, " /data ") {
+		return fmt.Errorf("pod after the expansion reads %q", out)
+	}
+	onShare, err := os.ReadFile(filepath.Join(s.share, s.ns, name, "data.txt"))
+	if err != nil || string(onShare) != "before-expand\nafter-expand\n" {
+		return fmt.Errorf("the share holds %q (%v)", onShare, err)
+	}
+	return nil
 }
 
 // restartNodePlugin deletes the node plugin's pod and waits for the
@@ -401,7 +548,7 @@ func dumpPods(t testing.TB, c *cluster.Cluster, ns string) {
 	if t.Failed() {
 		out, _ := c.Kubectl(ctx, "-n", ns, "describe", "pods")
 		_ = os.WriteFile(filepath.Join(c.LogDir, "describe-"+ns+".txt"), []byte(out), 0o644)
-		for _, ctr := range []string{"carve", "csi-provisioner", "node-driver-registrar", "liveness-probe"} {
+		for _, ctr := range []string{"carve", "csi-provisioner", "csi-resizer", "node-driver-registrar", "liveness-probe"} {
 			for _, sel := range []string{"app.kubernetes.io/name=carve-csi-controller", "app.kubernetes.io/name=carve-csi-node"} {
 				out, _ := c.Kubectl(ctx, "-n", ns, "logs", "-l", sel, "-c", ctr, "--tail=200", "--prefix")
 				_ = os.WriteFile(filepath.Join(c.LogDir, "pod-"+strings.TrimPrefix(sel, "app.kubernetes.io/name=")+"-"+ctr+".log"), []byte(out), 0o644)

@@ -50,16 +50,15 @@ func RealImages(dir string) (tars []string, tag string, err error) {
 // RealOverlay writes the test overlay of deploy/csi-driver into dir. It
 // changes:
 //   - images: carve's own at the tag make images built; csi-provisioner
-//     built from source (module proxy); carve-registrar and
-//     carve-livenessprobe, carve's stand-ins for node-driver-registrar and
-//     livenessprobe, which the module proxy does not serve;
+//     built from source (module proxy); carve-registrar,
+//     carve-livenessprobe and carve-resizer, carve's stand-ins for
+//     node-driver-registrar, livenessprobe and csi-resizer, which the module
+//     proxy does not serve;
 //   - the share: the controller's nfs-share volume (in-tree NFS, which this
 //     kernel cannot mount) becomes a hostPath of the directory standing in
 //     for the export, and the node plugin gets the documented mapped-share
 //     variant (--mount-map plus the hostPath), which deploy's node.yaml
-//     ships commented out;
-//   - csi-resizer is removed: it cannot be built in CI (the module proxy
-//     does not serve it), so expansion is not part of this story.
+//     ships commented out.
 func RealOverlay(dir, repo, share, tag string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -78,11 +77,10 @@ images:
   - {name: registry.k8s.io/sig-storage/csi-provisioner, newName: ghcr.io/carve-csi/csi-provisioner}
   - {name: registry.k8s.io/sig-storage/csi-node-driver-registrar, newName: ghcr.io/carve-csi/carve-registrar, newTag: %[2]q}
   - {name: registry.k8s.io/sig-storage/livenessprobe, newName: ghcr.io/carve-csi/carve-livenessprobe, newTag: %[2]q}
+  - {name: registry.k8s.io/sig-storage/csi-resizer, newName: ghcr.io/carve-csi/carve-resizer, newTag: %[2]q}
 patches:
   - target: {kind: Deployment, name: carve-csi-controller}
     patch: |
-      - op: remove
-        path: /spec/template/spec/containers/1
       - op: replace
         path: /spec/template/spec/volumes/1
         value: {name: nfs-share, hostPath: {path: %[3]q, type: Directory}}

@@ -80,7 +80,7 @@ func TestImages(t *testing.T) {
 		skipOrFail(t, "running programs inside the images needs root (chroot)")
 	}
 	want := []string{"carve-provisioner", "carve-csi-controller", "carve-csi-node", "mongo-rs-agent",
-		"ferretdb", "carve-registrar", "carve-livenessprobe", "csi-provisioner", "test-pause"}
+		"ferretdb", "carve-registrar", "carve-livenessprobe", "carve-resizer", "csi-provisioner", "test-pause"}
 	have := map[string]bool{}
 	for _, e := range list {
 		have[e.file] = true
