@@ -115,7 +115,9 @@ parameters:
   pathPattern: "${pvc.metadata.namespace}/${pvc.metadata.name}"
   onDelete: delete
 `, g.Host(), vol.Name),
-		caps: capabilities(nil),
+		// The claim's directory has a quota of its size, raised by
+		// ControllerExpandVolume (carve-resizer in the test overlay).
+		caps: capabilities(map[string]bool{"controllerExpansion": true, "onlineExpansion": true, "offlineExpansion": true}),
 		deploy: func(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode, repo, tag string) error {
 			share, err := n.SharedDir("export")
 			if err != nil {
