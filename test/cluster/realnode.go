@@ -325,6 +325,17 @@ state = %[2]q
 	var err error
 	argv := []string{"containerd", "--config", filepath.Join(cd, "config.toml")}
 	if opts.OwnNamespaces {
+		// The namespace's mounts are slaves of the host's, but a slave of
+		// a private mount (this VM's /) is private: make Dir a shared
+		// mount first, so what SharedDir mounts there later reaches the
+		// node and the runtime accepts it for HostToContainer. Stop
+		// unmounts everything under Dir.
+		if err := syscall.Mount(n.Dir, n.Dir, "", syscall.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind mount %s: %w", n.Dir, err)
+		}
+		if err := syscall.Mount("", n.Dir, "", syscall.MS_SHARED|syscall.MS_REC, ""); err != nil {
+			return fmt.Errorf("make %s rshared: %w", n.Dir, err)
+		}
 		argv = append([]string{"unshare", "--pid", "--kill-child", "--mount-proc", "--propagation", "slave", "--"}, argv...)
 	}
 	n.containerd, err = startProcess("containerd-"+n.Name, filepath.Join(n.c.LogDir, "containerd-"+n.Name+".log"), argv, nil)
