@@ -66,27 +66,24 @@ func startRealNode(t *testing.T) (*cluster.Cluster, *cluster.RealNode, string) {
 	return scenario.StartRealNode(t, repo, cluster.RealNodeOptions{})
 }
 
-// TestRealNodeStatefulSetNFS is the StatefulSet story on the real node.
-func TestRealNodeStatefulSetNFS(t *testing.T) {
-	c, n, tag := startRealNode(t)
-	ctx := t.Context()
+// startRealCSI starts a real node with carve deployed from deploy/csi-driver
+// (scenario.StartRealCSI); the pods of carve-system are logged at the end.
+// The share is a directory standing in for the node's (and the
+// controller's) mount of the export; rshared like a mount on a systemd host.
+func startRealCSI(t *testing.T) (*cluster.Cluster, *cluster.RealNode, string) {
 	repo, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The directory standing in for the node's (and the controller's)
-	// mount of the export; rshared like a mount on a systemd host.
-	share, err := n.SharedDir("export")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t0 := time.Now()
+	c, n, share := scenario.StartRealCSI(t, repo, cluster.RealNodeOptions{})
 	t.Cleanup(func() { dumpPods(t, c, "carve-system") })
-	if err := scenario.DeployRealCSI(ctx, c, n, repo, share, tag); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("carve deployed from deploy/csi-driver, node plugin registered, in %s", time.Since(t0).Round(time.Second))
+	return c, n, share
+}
 
+// TestRealNodeStatefulSetNFS is the StatefulSet story on the real node.
+func TestRealNodeStatefulSetNFS(t *testing.T) {
+	c, _, share := startRealCSI(t)
+	ctx := t.Context()
 	s := &realStory{t: t, c: c, ns: "web", share: share, class: "carve-nfs-csi"}
 	s.run(ctx)
 }
@@ -201,20 +198,8 @@ func (s *realStory) run(ctx context.Context) {
 // TestRealNodeExpandNFS deploys carve as TestRealNodeStatefulSetNFS does and
 // expands a claim while a pod uses it (see realStory.expand).
 func TestRealNodeExpandNFS(t *testing.T) {
-	c, n, tag := startRealNode(t)
+	c, _, share := startRealCSI(t)
 	ctx := t.Context()
-	repo, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	share, err := n.SharedDir("export")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dumpPods(t, c, "carve-system") })
-	if err := scenario.DeployRealCSI(ctx, c, n, repo, share, tag); err != nil {
-		t.Fatal(err)
-	}
 	s := &realStory{t: t, c: c, ns: "grow", share: share}
 	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: s.ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

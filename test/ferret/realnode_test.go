@@ -4,7 +4,6 @@ package ferret
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -39,37 +38,12 @@ import (
 // test reaches the pod at its IP (the pod network is local to this host)
 // rather than through the Service.
 func TestFerretRealNode(t *testing.T) {
-	dir := os.Getenv("CARVE_IMAGES_DIR")
-	if dir == "" {
-		dir, _ = filepath.Abs("../../bin/images")
-	}
-	tars, tag, err := scenario.RealImages(dir)
+	repo, err := filepath.Abs("../..")
 	if err != nil {
-		skipOrFail(t, fmt.Sprintf("no images (run make images): %v", err))
+		t.Fatal(err)
 	}
-	c := cluster.StartForTest(t, cluster.Options{Nodes: -1})
+	c, _, share := scenario.StartRealCSI(t, repo, cluster.RealNodeOptions{})
 	ctx := t.Context()
-	n, err := c.AddRealNode(ctx, cluster.RealNodeOptions{Images: tars})
-	if errors.Is(err, cluster.ErrNoRealNode) {
-		skipOrFail(t, err.Error())
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			c.MarkFailed()
-		}
-		n.Stop()
-	})
-	share, err := n.SharedDir("export")
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, _ := filepath.Abs("../..")
-	if err := scenario.DeployRealCSI(ctx, c, n, repo, share, tag); err != nil {
-		t.Fatal(err)
-	}
 	const ns = "mongo"
 	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -295,12 +269,4 @@ func (f *ferretSTS) count(ctx context.Context, want int64) {
 			f.t.Fatalf("document item-%d missing", i)
 		}
 	}
-}
-
-func skipOrFail(t *testing.T, msg string) {
-	t.Helper()
-	if os.Getenv("CARVE_REQUIRE_REAL") == "1" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
 }

@@ -111,17 +111,24 @@ func DeployRealCSI(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode,
 	return deployOverlay(ctx, c, n, overlay)
 }
 
-// deployOverlay applies a kustomization of deploy/csi-driver and waits for
-// the controller, the node plugin and the kubelet's registration of it.
-func deployOverlay(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode, overlay string) error {
+// applyOverlay renders a kustomization into the cluster's LogDir/name and
+// applies it.
+func applyOverlay(ctx context.Context, c *cluster.Cluster, overlay, name string) error {
 	out, err := c.Kubectl(ctx, "kustomize", overlay)
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(c.LogDir, "deployed.yaml"), []byte(out), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(c.LogDir, name), []byte(out), 0o644); err != nil {
 		return err
 	}
-	if _, err := c.Kubectl(ctx, "apply", "-k", overlay); err != nil {
+	_, err = c.Kubectl(ctx, "apply", "-k", overlay)
+	return err
+}
+
+// deployOverlay applies a kustomization of deploy/csi-driver and waits for
+// the controller, the node plugin and the kubelet's registration of it.
+func deployOverlay(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode, overlay string) error {
+	if err := applyOverlay(ctx, c, overlay, "deployed.yaml"); err != nil {
 		return err
 	}
 	for _, w := range []string{"deployment/carve-csi-controller", "daemonset/carve-csi-node"} {
@@ -130,7 +137,7 @@ func deployOverlay(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode,
 		}
 	}
 	// The FUSE holder updates OnDelete, which rollout status does not follow.
-	err = wait.PollUntilContextTimeout(ctx, time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
 		ds, err := c.Client.AppsV1().DaemonSets("carve-system").Get(ctx, "carve-csi-fuse", metav1.GetOptions{})
 		if err != nil {
 			return false, nil
@@ -249,16 +256,27 @@ func DeployRealProvisioner(ctx context.Context, c *cluster.Cluster, n *cluster.R
 	if err := RealProvisionerOverlay(overlay, repo, share, tag); err != nil {
 		return err
 	}
-	out, err := c.Kubectl(ctx, "kustomize", overlay)
-	if err != nil {
+	if err := applyOverlay(ctx, c, overlay, "deployed-provisioner.yaml"); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(c.LogDir, "deployed-provisioner.yaml"), []byte(out), 0o644); err != nil {
-		return err
-	}
-	if _, err := c.Kubectl(ctx, "apply", "-k", overlay); err != nil {
-		return err
-	}
-	_, err = c.Kubectl(ctx, "-n", "carve-system", "rollout", "status", "deployment/carve-provisioner", "--timeout=3m")
+	_, err := c.Kubectl(ctx, "-n", "carve-system", "rollout", "status", "deployment/carve-provisioner", "--timeout=3m")
 	return err
+}
+
+// StartRealCSI starts a real node (StartRealNode) and deploys
+// deploy/csi-driver on it with a directory standing in for the NFS export
+// (DeployRealCSI); it returns that directory.
+func StartRealCSI(t *testing.T, repo string, opts cluster.RealNodeOptions) (*cluster.Cluster, *cluster.RealNode, string) {
+	t.Helper()
+	c, n, tag := StartRealNode(t, repo, opts)
+	share, err := n.SharedDir("export")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	if err := DeployRealCSI(t.Context(), c, n, repo, share, tag); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("carve deployed from deploy/csi-driver, node plugin registered, in %s", time.Since(t0).Round(time.Second))
+	return c, n, share
 }
