@@ -156,7 +156,15 @@ func run(t *testing.T, b backend) {
 	if err := b.deploy(ctx, c, n, repo, tag); err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join(c.Dir, "conformance-"+b.name)
+	// The report and the log outlive the cluster's work directory.
+	out := os.Getenv("CARVE_CONFORMANCE_OUT")
+	if out == "" {
+		out = filepath.Join(repo, "bin/conformance")
+	}
+	dir := filepath.Join(out, b.name)
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.MkdirAll(filepath.Join(dir, "report"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +177,7 @@ func run(t *testing.T, b backend) {
 		t.Fatal(err)
 	}
 	focus, skip := focusSkip()
-	logPath := filepath.Join(c.LogDir, "e2e-"+b.name+".log")
+	logPath := filepath.Join(dir, "e2e.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
@@ -195,6 +203,14 @@ func run(t *testing.T, b backend) {
 	t.Logf("%s: %d passed, %d failed, %d skipped in %s", b.name, len(r.passed), len(r.failed), r.skipped, elapsed)
 	for _, s := range r.passed {
 		t.Logf("%s: passed: %s", b.name, s)
+	}
+	reasons := make([]string, 0, len(r.skips))
+	for k := range r.skips {
+		reasons = append(reasons, k)
+	}
+	sort.Strings(reasons)
+	for _, k := range reasons {
+		t.Logf("%s: skipped %3d: %s", b.name, r.skips[k], k)
 	}
 	for _, s := range r.failed {
 		t.Errorf("%s: FAILED: %s", b.name, s)
@@ -231,11 +247,27 @@ DriverInfo:
 type report struct {
 	passed, failed []string
 	skipped        int
+	// skips counts the skipped specs by the suite's reason.
+	skips map[string]int
+}
+
+// skipReason shortens the suite's skip message to its reason: a spec the
+// focus left out says only "skipped".
+func skipReason(msg string) string {
+	msg = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(msg), "skipped"))
+	msg = strings.TrimSpace(strings.TrimPrefix(msg, "-"))
+	if i := strings.IndexByte(msg, '\n'); i >= 0 {
+		msg = msg[:i]
+	}
+	if msg == "" {
+		return "not selected (-ginkgo.focus/-ginkgo.skip)"
+	}
+	return msg
 }
 
 // readReport reads the suite's JUnit report.
 func readReport(dir string) (report, error) {
-	var r report
+	r := report{skips: map[string]int{}}
 	files, _ := filepath.Glob(filepath.Join(dir, "junit*.xml"))
 	if len(files) == 0 {
 		return r, fmt.Errorf("no junit*.xml in %s", dir)
@@ -248,8 +280,10 @@ func readReport(dir string) (report, error) {
 		var suites struct {
 			Suites []struct {
 				Cases []struct {
-					Name    string    `xml:"name,attr"`
-					Skipped *struct{} `xml:"skipped"`
+					Name    string `xml:"name,attr"`
+					Skipped *struct {
+						Message string `xml:"message,attr"`
+					} `xml:"skipped"`
 					Failure *struct{} `xml:"failure"`
 					Error   *struct{} `xml:"error"`
 				} `xml:"testcase"`
@@ -268,6 +302,7 @@ func readReport(dir string) (report, error) {
 					// this driver's, which the suite skipped itself.
 					if strings.Contains(tc.Name, "carve.csi.dev") {
 						r.skipped++
+						r.skips[skipReason(tc.Skipped.Message)]++
 					}
 				case strings.Contains(tc.Name, "carve.csi.dev"):
 					r.passed = append(r.passed, tc.Name)
