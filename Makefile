@@ -84,7 +84,7 @@ image-check:
 ## server (kwok nodes), and on a real node (containerd + kubelet) running the
 ## images with carve deployed from deploy/csi-driver.
 e2e: tools images image-check
-	CARVE_IMAGES_DIR=$(IMAGES_DIR) $(GO) test -tags e2e $(TEST_FLAGS) -v ./test/...
+	CARVE_IMAGES_DIR=$(IMAGES_DIR) $(GO) test -tags e2e $(TEST_FLAGS) -timeout 60m -v ./test/...
 	cd $(FERRET) && CARVE_IMAGES_DIR=$(IMAGES_DIR) $(GO) test -tags e2e $(TEST_FLAGS) -run TestFerretRealNode -v .
 
 ## conformance: the upstream storage e2e suite (e2e.test v1.34.4, External.Storage, built
