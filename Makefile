@@ -92,10 +92,11 @@ e2e: tools images image-check
 ## on a real node, NFS and GlusterFS; see docs/conformance.md. CONFORMANCE_SET=fast
 ## (default: the specs not marked [Slow]), slow or all.
 E2E_IMAGES_DIR ?= $(CURDIR)/bin/e2e-images
+CONFORMANCE_SET ?= fast
 conformance: tools images
 	bin=$$(bash hack/build-tools.sh e2e) && \
 	bash hack/build-conformance-images.sh $(E2E_IMAGES_DIR) "$$bin" >/dev/null && \
-	CARVE_E2E_BIN="$$bin" CARVE_E2E_IMAGES=$(E2E_IMAGES_DIR) CARVE_IMAGES_DIR=$(IMAGES_DIR) \
+	CONFORMANCE_SET=$(CONFORMANCE_SET) CARVE_E2E_BIN="$$bin" CARVE_E2E_IMAGES=$(E2E_IMAGES_DIR) CARVE_IMAGES_DIR=$(IMAGES_DIR) \
 		$(GO) test -tags conformance -count=1 -timeout 150m -v ./test/conformance
 
 ## conformance-full: every spec, [Slow] included (not in CI: see docs/conformance.md).
