@@ -53,7 +53,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "--mode=fuse needs --fuse-socket PATH")
 		os.Exit(2)
 	}
-	if (cfg.Mode == csidriver.ModeAll || cfg.Mode == csidriver.ModeController) && len(cfg.MountMap) == 0 && cfg.MountsDir == "" {
+	if cfg.Mode.Controller() && len(cfg.MountMap) == 0 && cfg.MountsDir == "" {
 		fmt.Fprintln(os.Stderr, "the controller cannot reach a share: give --mount-map SERVER:SHARE=LOCALPATH or --mounts-dir DIR")
 		os.Exit(2)
 	}
@@ -63,7 +63,7 @@ func main() {
 	logger := klog.FromContext(ctx)
 	ctx = klog.NewContext(ctx, logger)
 
-	if *kubeReferrers && (cfg.Mode == csidriver.ModeAll || cfg.Mode == csidriver.ModeController) {
+	if *kubeReferrers && cfg.Mode.Controller() {
 		client, err := kubeclient.New(*kubeconfig, "carve-csi-driver", 0, 0)
 		if err != nil {
 			logger.Error(err, "Cannot create Kubernetes client for --kube-referrers (set --kube-referrers=false to run without a cluster view)")

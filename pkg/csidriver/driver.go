@@ -59,8 +59,9 @@ func (m *Mode) Set(s string) error {
 
 func (m *Mode) String() string { return string(*m) }
 
-func (m Mode) controller() bool { return m == ModeAll || m == ModeController }
-func (m Mode) node() bool       { return m == ModeAll || m == ModeNode }
+// Controller and Node report whether the mode serves that CSI service.
+func (m Mode) Controller() bool { return m == ModeAll || m == ModeController }
+func (m Mode) Node() bool       { return m == ModeAll || m == ModeNode }
 
 // Config is what cmd/csi-driver reads from flags.
 type Config struct {
@@ -123,7 +124,7 @@ func New(cfg Config, mounter mount.Interface) (*Driver, error) {
 	if !driverName.MatchString(cfg.Name) {
 		return nil, fmt.Errorf("driver name %q: at most 63 characters, letters, digits, '.', '-', '_', starting and ending with a letter", cfg.Name)
 	}
-	if cfg.Mode.node() && cfg.NodeID == "" {
+	if cfg.Mode.Node() && cfg.NodeID == "" {
 		return nil, fmt.Errorf("the node service needs a node ID (--nodeid)")
 	}
 	if cfg.MountMap == nil {
@@ -146,10 +147,10 @@ func New(cfg Config, mounter mount.Interface) (*Driver, error) {
 	d.svc = volume.New(volume.Options{Referrers: cfg.Referrers}, nfs.New(resolver),
 		gluster.New(gluster.Options{Resolver: resolver}))
 	d.identity = &IdentityServer{d: d}
-	if cfg.Mode.controller() {
+	if cfg.Mode.Controller() {
 		d.controller = &ControllerServer{d: d}
 	}
-	if cfg.Mode.node() {
+	if cfg.Mode.Node() {
 		d.node = newNodeServer(d, mounter)
 	}
 	return d, nil
@@ -207,7 +208,7 @@ func (l *keyLocks) tryAcquire(keys ...string) (func(), error) {
 // runs the controller), then serves until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
 	logger := klog.FromContext(ctx)
-	if cfg.KubeClient != nil && cfg.Mode.controller() {
+	if cfg.KubeClient != nil && cfg.Mode.Controller() {
 		if cfg.Name != kubeview.DriverName {
 			// ClusterView recognizes CSI PVs of carve.csi.dev only.
 			logger.Info("WARNING: the cluster view only sees CSI PersistentVolumes of driver "+kubeview.DriverName+
@@ -237,7 +238,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("mode %s needs a socket and a root directory", ModeFUSE)
 		}
 		return fusemount.Serve(ctx, cfg.FUSESocket, &fusemount.Server{Mounter: safemount.New(mounter), Roots: []string{cfg.FUSERoot}})
-	case cfg.FUSESocket != "" && cfg.Mode.node():
+	case cfg.FUSESocket != "" && cfg.Mode.Node():
 		logger.Info("FUSE mounts are made by the FUSE holder", "socket", cfg.FUSESocket)
 		mounter = fusemount.NewClient(cfg.FUSESocket, mounter)
 	}

@@ -56,9 +56,6 @@ const mountPath = "/mount"
 // roots, an option-like argument): an invalid argument, never retried.
 var ErrRefused = fmt.Errorf("%w: refused by the FUSE holder", backend.ErrInvalid)
 
-// errRefused is the holder's side of ErrRefused; the client wraps it.
-var errRefused = errors.New("refused")
-
 // Server is the holder: it mounts FUSE file systems beneath Roots.
 type Server struct {
 	// Mounter makes the mounts (mount-utils runs mount -t glusterfs).
@@ -71,21 +68,21 @@ type Server struct {
 // check refuses what the node plugin never asks for.
 func (s *Server) check(req request) error {
 	if !slices.Contains(FSTypes, req.FSType) {
-		return fmt.Errorf("%w: file system type %q (the holder mounts %s only)", errRefused, req.FSType, strings.Join(FSTypes, ", "))
+		return fmt.Errorf("file system type %q (the holder mounts %s only)", req.FSType, strings.Join(FSTypes, ", "))
 	}
 	if err := safemount.Check(req.Source, req.Target); err != nil {
-		return fmt.Errorf("%w: %w", errRefused, err)
+		return err
 	}
 	t := req.Target
 	if !filepath.IsAbs(t) || filepath.Clean(t) != t {
-		return fmt.Errorf("%w: target %q is not a clean absolute path", errRefused, t)
+		return fmt.Errorf("target %q is not a clean absolute path", t)
 	}
 	if !slices.ContainsFunc(s.Roots, func(r string) bool { return strings.HasPrefix(t, filepath.Clean(r)+"/") }) {
-		return fmt.Errorf("%w: target %q is not beneath %s", errRefused, t, strings.Join(s.Roots, ", "))
+		return fmt.Errorf("target %q is not beneath %s", t, strings.Join(s.Roots, ", "))
 	}
 	// A symlink on the way could point the mount anywhere.
 	if real, err := filepath.EvalSymlinks(t); err != nil || real != t {
-		return fmt.Errorf("%w: target %q must exist and hold no symlink (resolves to %q: %v)", errRefused, t, real, err)
+		return fmt.Errorf("target %q must exist and hold no symlink (resolves to %q: %v)", t, real, err)
 	}
 	return nil
 }
@@ -106,7 +103,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		resp = response{Error: fmt.Sprintf("bad request: %v", err), Invalid: true}
 	} else if err := s.check(req); err != nil {
 		logger.Info("Refused a mount", "source", req.Source, "target", req.Target, "fstype", req.FSType, "err", err)
-		resp = response{Error: strings.TrimPrefix(err.Error(), errRefused.Error()+": "), Invalid: true}
+		resp = response{Error: err.Error(), Invalid: true}
 	} else {
 		t0 := time.Now()
 		err := s.Mounter.Mount(req.Source, req.Target, req.FSType, req.Options)
