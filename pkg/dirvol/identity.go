@@ -109,7 +109,7 @@ func (s *Share) verify(fd int, write bool) error {
 		if !write {
 			return nil // a mount point: read, but remember nothing yet
 		}
-		if id, err = writeIdentity(fd); err != nil {
+		if id, err = claimIdentity(fd, id == nil); err != nil {
 			return fmt.Errorf("%w: %s: %w", ErrShareUnverified, s.root, err)
 		}
 	}
@@ -118,39 +118,94 @@ func (s *Share) verify(fd int, write bool) error {
 }
 
 // readIdentity returns nil when there is no identity file, and an identity
-// with an empty ID when the file is empty.
+// with an empty ID when the file is empty and no identity was given to the
+// share since (declaredIDFile).
 func readIdentity(root int) (*identity, error) {
-	fd, err := unix.Openat(root, identityFile, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	id, err := readIdentityFile(root, identityFile)
+	if err != nil || id == nil || id.ID != "" {
+		return id, err
+	}
+	declared, err := readIdentityFile(root, declaredIDFile)
+	switch {
+	case err != nil:
+		return nil, err
+	case declared == nil:
+		return id, nil
+	case declared.ID == "":
+		return nil, fmt.Errorf("%s is empty; move it away", declaredIDFile)
+	}
+	return declared, nil
+}
+
+// readIdentityFile reads one identity file: nil when it does not exist.
+func readIdentityFile(root int, name string) (*identity, error) {
+	fd, err := unix.Openat(root, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", identityFile, err)
+		return nil, fmt.Errorf("open %s: %w", name, err)
 	}
-	f := os.NewFile(uintptr(fd), identityFile)
+	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, 4<<10))
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", identityFile, err)
+		return nil, fmt.Errorf("read %s: %w", name, err)
 	}
 	var id identity
 	if len(data) == 0 {
 		return &id, nil
 	}
 	if err := json.Unmarshal(data, &id); err != nil || id.ID == "" {
-		return nil, fmt.Errorf("%s is not carve's share identity (%d bytes); move it away if it is not", identityFile, len(data))
+		return nil, fmt.Errorf("%s is not carve's share identity (%d bytes); move it away if it is not", name, len(data))
 	}
 	return &id, nil
 }
 
-func writeIdentity(root int) (*identity, error) {
+// declaredIDFile holds the identity of a share whose identity file an
+// administrator created empty (Declare): the empty file stays as it was, so
+// the identity is only ever created, never replaced.
+const declaredIDFile = identityFile + ".id"
+
+// claimIdentity gives a share its first identity and returns the identity
+// the share holds afterwards. Two processes may do this at once (two
+// controller replicas, a provisioner and a CSI controller, hosts mounting
+// one export): each must end up with the ID the share holds, or the loser
+// would refuse the share as "another filesystem" after its next remount.
+// Only link(2), which fails when the name exists on every filesystem carve
+// serves (local, NFS, FUSE), decides the winner; a rename would silently
+// replace the other's identity. absent: the share held no identity file;
+// otherwise it holds an empty one.
+func claimIdentity(root int, absent bool) (*identity, error) {
+	name := declaredIDFile
+	if absent {
+		name = identityFile
+	}
+	if mine, err := linkIdentity(root, name); mine != nil || err != nil {
+		return mine, err
+	}
+	// Another process linked first: its identity is the share's.
+	id, err := readIdentity(root)
+	switch {
+	case err != nil:
+		return nil, err
+	case id == nil || id.ID == "":
+		return nil, fmt.Errorf("%s changed while carve initialised it; retrying", identityFile)
+	}
+	return id, nil
+}
+
+// linkIdentity writes a new identity to a temporary file and links it as
+// name: nil (and no error) when name already exists.
+func linkIdentity(root int, name string) (*identity, error) {
 	id := &identity{ID: randomSuffix() + randomSuffix(), Created: time.Now().UTC()}
 	data, _ := json.Marshal(id)
 	tmp := identityFile + "." + randomSuffix()
 	fd, err := unix.Openat(root, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("write %s: %w", identityFile, err)
+		return nil, fmt.Errorf("write %s: %w", name, err)
 	}
+	defer func() { _ = unix.Unlinkat(root, tmp, 0) }()
 	f := os.NewFile(uintptr(fd), tmp)
 	_, err = f.Write(data)
 	if err == nil {
@@ -160,11 +215,13 @@ func writeIdentity(root int) (*identity, error) {
 		err = cerr
 	}
 	if err == nil {
-		err = unix.Renameat(root, tmp, root, identityFile)
+		err = unix.Linkat(root, tmp, root, name, 0)
 	}
-	if err != nil {
-		_ = unix.Unlinkat(root, tmp, 0)
-		return nil, fmt.Errorf("write %s: %w", identityFile, err)
+	switch {
+	case errors.Is(err, unix.EEXIST):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("write %s: %w", name, err)
 	}
 	return id, nil
 }

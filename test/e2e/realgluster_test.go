@@ -48,6 +48,7 @@ func TestRealNodeStatefulSetGluster(t *testing.T) {
 	t.Logf("carve deployed from deploy/csi-driver with Gluster %s:%s, node plugin registered, in %s", gl.Host, gl.Volume, time.Since(t0).Round(time.Second))
 
 	s := &realStory{t: t, c: c, ns: "web", share: mount, class: "carve-gluster", fsType: "fuse.glusterfs"}
+	t.Cleanup(func() { dumpPods(t, c, s.ns) })
 	s.run(ctx)
 	// The quota is the claim's size, and df inside the pod shows it
 	// (carve sets quota-deem-statfs).

@@ -85,6 +85,7 @@ func TestRealNodeStatefulSetNFS(t *testing.T) {
 	c, _, share := startRealCSI(t)
 	ctx := t.Context()
 	s := &realStory{t: t, c: c, ns: "web", share: share, class: "carve-nfs-csi"}
+	t.Cleanup(func() { dumpPods(t, c, s.ns) })
 	s.run(ctx)
 }
 
@@ -533,6 +534,12 @@ func dumpPods(t testing.TB, c *cluster.Cluster, ns string) {
 	if t.Failed() {
 		out, _ := c.Kubectl(ctx, "-n", ns, "describe", "pods")
 		_ = os.WriteFile(filepath.Join(c.LogDir, "describe-"+ns+".txt"), []byte(out), 0o644)
+		// CI keeps only the test's output: the namespace's events and
+		// claims go there, the files above stay for a local run.
+		out, err = c.Kubectl(ctx, "-n", ns, "get", "events", "--sort-by=.lastTimestamp")
+		t.Logf("events in %s:\n%s%v", ns, tail(out, 60), errOrEmpty(err))
+		out, err = c.Kubectl(ctx, "-n", ns, "get", "pvc,pv", "-o", "wide")
+		t.Logf("claims in %s:\n%s%v", ns, out, errOrEmpty(err))
 		for _, ctr := range []string{"carve", "csi-provisioner", "csi-resizer", "node-driver-registrar", "liveness-probe"} {
 			for _, sel := range []string{"app.kubernetes.io/name=carve-csi-controller", "app.kubernetes.io/name=carve-csi-node"} {
 				out, _ := c.Kubectl(ctx, "-n", ns, "logs", "-l", sel, "-c", ctr, "--tail=200", "--prefix")
@@ -540,6 +547,15 @@ func dumpPods(t testing.TB, c *cluster.Cluster, ns string) {
 			}
 		}
 	}
+}
+
+// tail keeps the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.SplitAfter(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "")
 }
 
 func errOrEmpty(err error) string {
