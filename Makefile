@@ -109,7 +109,7 @@ conformance-full:
 ## side on a real node, images and share changed only; README "Sizing").
 ## BENCH_CLAIMS, BENCH_KCM_QPS (the controller-manager's --kube-api-qps, default 500).
 bench: tools images
-	CARVE_IMAGES_DIR=$(IMAGES_DIR) $(GO) test -tags e2e -run '^$$' -bench 'BenchmarkClaims|BenchmarkShippedDeployments' -benchtime 1x -count=1 -timeout 60m -v ./test/e2e
+	CARVE_IMAGES_DIR=$(IMAGES_DIR) $(GO) test -tags e2e -run '^$$' -bench 'BenchmarkClaims|BenchmarkCacheMemory|BenchmarkShippedDeployments' -benchtime 1x -count=1 -timeout 60m -v ./test/e2e
 
 ## demo: the same story for a person to watch; stays up until Ctrl-C (DEMO_FLAGS=--exit to stop at the end).
 demo:

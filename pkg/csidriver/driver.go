@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 	mount "k8s.io/mount-utils"
@@ -214,7 +213,7 @@ func Run(ctx context.Context, cfg Config) error {
 			logger.Info("WARNING: the cluster view only sees CSI PersistentVolumes of driver "+kubeview.DriverName+
 				"; live-volume checks miss this driver's PVs", "driver", cfg.Name)
 		}
-		factory := informers.NewSharedInformerFactory(cfg.KubeClient, 15*time.Minute)
+		factory := kubeview.NewInformerFactory(cfg.KubeClient, 15*time.Minute)
 		view, err := kubeview.NewClusterView(
 			factory.Core().V1().PersistentVolumes().Informer(),
 			factory.Core().V1().PersistentVolumeClaims().Informer())

@@ -9,7 +9,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	v1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -46,7 +45,7 @@ type Config struct {
 func Run(ctx context.Context, client kubernetes.Interface, cfg Config) error {
 	logger := klog.FromContext(ctx)
 
-	factory := informers.NewSharedInformerFactory(client, cfg.ResyncPeriod)
+	factory := kubeview.NewInformerFactory(client, cfg.ResyncPeriod)
 	pvInformer := factory.Core().V1().PersistentVolumes().Informer()
 	pvcInformer := factory.Core().V1().PersistentVolumeClaims().Informer()
 	classInformer := factory.Storage().V1().StorageClasses().Informer()

@@ -1,0 +1,405 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+
+	"github.com/carve-csi/carve/pkg/dirvol"
+	"github.com/carve-csi/carve/test/cluster"
+)
+
+// BenchmarkCacheMemory measures what the cluster's size costs the classic
+// provisioner (the CSI controller builds the same caches, kubeview): its RSS
+// once its caches have synced in an almost empty cluster and with
+// BENCH_CACHE_PVS (default 10000) bound carve PVs and their claims, the
+// growth per 1000 pairs, and the time from start to ready (a restart). The
+// PVs and claims are copies of one that carve provisioned, bound by the
+// controller-manager, so they carry the fields and managedFields a real
+// cluster's do. BENCH_BASELINE_BIN names another build of cmd/provisioner
+// (an older commit) measured the same way in the same cluster, side by
+// side. It reports figures; it never fails on them.
+func BenchmarkCacheMemory(b *testing.B) {
+	n := 10000
+	if s := os.Getenv("BENCH_CACHE_PVS"); s != "" {
+		n, _ = strconv.Atoi(s)
+	}
+	share := filepath.Join(b.TempDir(), "export")
+	if err := os.Mkdir(share, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	if err := dirvol.Declare(share); err != nil {
+		b.Fatal(err)
+	}
+	c := cluster.StartForTest(b, cluster.Options{
+		Nodes:                 -1,
+		ControllerManagerArgs: []string{"--kube-api-qps=500", "--kube-api-burst=500"},
+	})
+	ctx := b.Context()
+	repo, _ := filepath.Abs("../..")
+	bins := []struct{ name, path string }{{"this build", filepath.Join(c.Dir, "carve-provisioner")}}
+	build := exec.CommandContext(ctx, "go", "build", "-o", bins[0].path, "./cmd/provisioner")
+	build.Dir = repo
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("build cmd/provisioner: %v\n%s", err, out)
+	}
+	if s := os.Getenv("BENCH_BASELINE_BIN"); s != "" {
+		bins = append(bins, struct{ name, path string }{"baseline " + filepath.Base(s), s})
+	}
+	for _, f := range []string{"namespace.yaml", "rbac.yaml"} {
+		if err := c.Apply(ctx, filepath.Join(repo, "deploy/provisioner", f)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	rc := rest.CopyConfig(c.RESTConfig)
+	rc.QPS, rc.Burst = 2000, 4000
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	retain := v1.PersistentVolumeReclaimRetain
+	sc := &storagev1.StorageClass{
+		ObjectMeta: metav1.ObjectMeta{Name: "bench"}, Provisioner: "carve.csi.dev/provisioner", ReclaimPolicy: &retain,
+		Parameters: map[string]string{"backend": "nfs", "server": "bench.local", "share": "/export",
+			"pathPattern": "${pvc.metadata.namespace}/${pvc.metadata.name}"},
+	}
+	if _, err := client.StorageV1().StorageClasses().Create(ctx, sc, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := client.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	run := func(bin string) (*provisionerRun, error) { return startBenchProvisioner(ctx, c, bin, share) }
+
+	// One claim provisioned by carve is the template of the others.
+	p, err := run(bins[0].path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pvc, pv, err := provisionTemplate(ctx, client)
+	p.stop()
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	type figures struct {
+		rss0, rssN, hwmN int64
+		live0, liveN     int64
+		cpuN             time.Duration
+		ready0, readyN   time.Duration
+	}
+	got := make([]figures, len(bins))
+	for i, bin := range bins {
+		r, err := run(bin.path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		got[i].ready0, got[i].rss0 = r.ready, r.settledRSS(ctx)
+		got[i].live0 = r.liveHeap()
+		r.stop()
+	}
+	t0 := time.Now()
+	if err := copyPairs(ctx, client, pvc, pv, n); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("%d PVs and claims created and Bound in %.1fs", n, time.Since(t0).Seconds())
+	for i, bin := range bins {
+		r, err := run(bin.path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		got[i].readyN, got[i].rssN = r.ready, r.settledRSS(ctx)
+		got[i].hwmN = peakRSS(r.p.Pid())
+		got[i].liveN = r.liveHeap()
+		got[i].cpuN = r.cpu()
+		r.stop()
+	}
+	mib := func(v int64) float64 { return float64(v) / (1 << 20) }
+	var out strings.Builder
+	fmt.Fprintf(&out, "classic provisioner, caches synced, %d carve PVs + claims (host load %s):\n", n, loadAvg())
+	fmt.Fprintf(&out, "  %-30s %9s %9s %9s %10s %10s %12s %11s %10s %9s\n", "binary", "anon empty", "anon full", "peak full",
+		"heap empty", "heap full", "heap per 1k", "ready empty", "ready full", "CPU full")
+	for i, bin := range bins {
+		f := got[i]
+		per1k := mib(f.liveN-f.live0) / float64(n) * 1000
+		fmt.Fprintf(&out, "  %-30s %8.0fM %8.0fM %8.0fM %9.0fM %9.0fM %11.1fM %10.2fs %9.2fs %8.2fs\n", bin.name,
+			mib(f.rss0), mib(f.rssN), mib(f.hwmN), mib(f.live0), mib(f.liveN), per1k, f.ready0.Seconds(), f.readyN.Seconds(), f.cpuN.Seconds())
+		if i == 0 {
+			b.ReportMetric(mib(f.rssN), "MiB-anon-RSS-full")
+			b.ReportMetric(per1k, "MiB-heap-per-1k-PVs")
+			b.ReportMetric(f.readyN.Seconds(), "s-ready-full")
+		}
+	}
+	b.Log(out.String())
+	writeBenchReport(b, repo, "cache-memory.txt", out.String())
+}
+
+// provisionerRun is cmd/provisioner started as the benchmark's process.
+type provisionerRun struct {
+	p     *cluster.Process
+	ready time.Duration // from start to /readyz answering 200
+}
+
+func startBenchProvisioner(ctx context.Context, c *cluster.Cluster, bin, share string) (*provisionerRun, error) {
+	kubeconfig, err := c.ServiceAccountKubeconfig(ctx, "carve-system", "carve-provisioner")
+	if err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	health := l.Addr().String()
+	l.Close()
+	t0 := time.Now()
+	p, err := c.StartProcess("carve-provisioner-"+strconv.FormatInt(t0.UnixNano(), 36), []string{bin,
+		"--kubeconfig=" + kubeconfig, "--mount-map=bench.local:/export=" + share,
+		"--leader-elect=false", "--health-address=" + health, "--metrics-address=127.0.0.1:0", "--v=1",
+	}, append([]string{"POD_NAMESPACE=carve-system", "GODEBUG=gctrace=1"}, strings.Fields(os.Getenv("BENCH_PROVISIONER_ENV"))...))
+	if err != nil {
+		return nil, err
+	}
+	err = wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
+		select {
+		case <-p.Done():
+			return false, fmt.Errorf("provisioner exited: %v (log %s)", p.Err(), p.LogPath)
+		default:
+		}
+		resp, err := http.Get("http://" + health + "/readyz")
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+	if err != nil {
+		p.Stop()
+		return nil, err
+	}
+	return &provisionerRun{p: p, ready: time.Since(t0)}, nil
+}
+
+func (r *provisionerRun) stop() { r.p.Stop() }
+
+// cpu is the CPU time the process has used (utime + stime).
+func (r *provisionerRun) cpu() time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", r.p.Pid()))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name, which is in parentheses.
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+// liveHeap is the heap the last garbage collection found live (gctrace's
+// "start->end->live MB"): what the caches hold, without the garbage the Go
+// runtime has not yet returned to the system, which RSS still counts.
+func (r *provisionerRun) liveHeap() int64 {
+	data, err := os.ReadFile(r.p.LogPath)
+	if err != nil {
+		return 0
+	}
+	var live int64
+	for _, l := range strings.Split(string(data), "\n") {
+		if !strings.HasPrefix(l, "gc ") {
+			continue
+		}
+		for _, f := range strings.Split(l, ",") {
+			f = strings.TrimSpace(f)
+			if parts := strings.Split(strings.TrimSuffix(f, " MB"), "->"); len(parts) == 3 && strings.HasSuffix(f, " MB") {
+				if mb, err := strconv.ParseInt(parts[2], 10, 64); err == nil {
+					live = mb << 20
+				}
+			}
+		}
+	}
+	return live
+}
+
+// settledRSS is the resident set 10 s after readiness, when the start-up's
+// garbage has been collected (the Go runtime returns freed memory lazily, so
+// it is the lowest of several samples).
+func (r *provisionerRun) settledRSS(ctx context.Context) int64 {
+	var low int64
+	for range 10 {
+		select {
+		case <-ctx.Done():
+			return low
+		case <-time.After(time.Second):
+		}
+		if v := currentRSS(r.p.Pid()); v > 0 && (low == 0 || v < low) {
+			low = v
+		}
+	}
+	return low
+}
+
+// currentRSS reads RssAnon in bytes: the memory a container's limit is about
+// (the binary's own pages, RssFile, are page cache the kernel can drop).
+func currentRSS(pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "RssAnon:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+const templateClaim = "template-claim"
+
+// provisionTemplate has carve provision one claim and returns it and its PV.
+func provisionTemplate(ctx context.Context, client kubernetes.Interface) (*v1.PersistentVolumeClaim, *v1.PersistentVolume, error) {
+	pvc := &v1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: templateClaim, Namespace: "bench", Labels: map[string]string{"app": "bench"}},
+		Spec: v1.PersistentVolumeClaimSpec{
+			AccessModes:      []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce},
+			StorageClassName: ptr.To("bench"),
+			Resources:        v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Gi")}},
+		},
+	}
+	if _, err := client.CoreV1().PersistentVolumeClaims("bench").Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
+		return nil, nil, err
+	}
+	var pv *v1.PersistentVolume
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		got, err := client.CoreV1().PersistentVolumeClaims("bench").Get(ctx, templateClaim, metav1.GetOptions{})
+		if err != nil || got.Status.Phase != v1.ClaimBound {
+			return false, nil
+		}
+		pvc = got
+		pv, err = client.CoreV1().PersistentVolumes().Get(ctx, got.Spec.VolumeName, metav1.GetOptions{})
+		return err == nil, nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("template claim never Bound: %w", err)
+	}
+	return pvc, pv, nil
+}
+
+// copyPairs creates n copies of the template claim and PV, each claim
+// pre-bound to its PV (the claim's name replaces the template's everywhere
+// in the PV, so the paths and indexes differ), and waits until the
+// controller-manager has bound them all.
+func copyPairs(ctx context.Context, client kubernetes.Interface, tmplPVC *v1.PersistentVolumeClaim, tmplPV *v1.PersistentVolume, n int) error {
+	pvJSON, err := json.Marshal(tmplPV)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	next := make(chan int)
+	for range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				claim := fmt.Sprintf("claim-%06d", i)
+				pvName := fmt.Sprintf("pvc-bench-%06d", i)
+				pvc := &v1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{
+					Name: claim, Namespace: "bench", Labels: tmplPVC.Labels, Annotations: tmplPVC.Annotations,
+				}, Spec: *tmplPVC.Spec.DeepCopy()}
+				pvc.Spec.VolumeName = pvName
+				created, err := client.CoreV1().PersistentVolumeClaims("bench").Create(ctx, pvc, metav1.CreateOptions{})
+				if err != nil {
+					errs <- err
+					continue
+				}
+				var pv v1.PersistentVolume
+				if err := json.Unmarshal([]byte(strings.NewReplacer(templateClaim, claim, tmplPV.Name, pvName).Replace(string(pvJSON))), &pv); err != nil {
+					errs <- err
+					continue
+				}
+				pv.ObjectMeta = metav1.ObjectMeta{Name: pvName, Labels: pv.Labels, Annotations: pv.Annotations, Finalizers: pv.Finalizers}
+				pv.Spec.ClaimRef = &v1.ObjectReference{Kind: "PersistentVolumeClaim", APIVersion: "v1",
+					Namespace: "bench", Name: claim, UID: created.UID}
+				pv.Status = v1.PersistentVolumeStatus{}
+				if _, err := client.CoreV1().PersistentVolumes().Create(ctx, &pv, metav1.CreateOptions{}); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	go func() {
+		defer close(next)
+		for i := range n {
+			select {
+			case next <- i:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+	}
+	return wait.PollUntilContextTimeout(ctx, time.Second, 15*time.Minute, true, func(ctx context.Context) (bool, error) {
+		list, err := client.CoreV1().PersistentVolumeClaims("bench").List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+		if err != nil {
+			return false, nil
+		}
+		bound := 0
+		for _, c := range list.Items {
+			if c.Status.Phase == v1.ClaimBound {
+				bound++
+			}
+		}
+		return bound >= n+1, nil
+	})
+}
+
+// loadAvg is the host's 1-minute load average, to read figures against.
+func loadAvg() string {
+	data, _ := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(data)); len(f) > 0 {
+		return f[0]
+	}
+	return "?"
+}
+
+// writeBenchReport keeps a benchmark's figures in bin/bench for the notes.
+func writeBenchReport(b *testing.B, repo, name, text string) {
+	dir := filepath.Join(repo, "bin", "bench")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Log(err)
+		return
+	}
+	stamp := time.Now().UTC().Format(time.RFC3339)
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(stamp+"\n"+text), 0o644); err != nil {
+		b.Log(err)
+	}
+}
