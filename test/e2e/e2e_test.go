@@ -159,7 +159,9 @@ func runStory(t *testing.T, env *scenario.Env) {
 	}
 	if err := env.Run(ctx); err != nil {
 		t.Logf("share:\n%s", scenario.Tree(env.ShareDir))
-		t.Fatal(err)
+		t.Error(err)
+		dumpPods(t, env.Cluster, env.Namespace)
+		t.FailNow()
 	}
 	t.Logf("share at the end:\n%s", scenario.Tree(env.ShareDir))
 }
