@@ -1,0 +1,8 @@
+//go:build tools
+
+// Package tools pins Helm, which hack/helm.sh builds for the chart tests
+// (charts/carve). A module of its own: Helm needs newer k8s.io modules than
+// carve's go.mod pins, and its dependencies must not reach carve's.
+package tools
+
+import _ "helm.sh/helm/v3/cmd/helm"
