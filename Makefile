@@ -31,7 +31,10 @@ IMAGES_DIR ?= $(CURDIR)/bin/images
 # share locks) run under the race detector; the others run plainly.
 RACE_PKGS := ./pkg/volume/... ./pkg/dirvol/... ./pkg/provisioner/... ./pkg/csidriver ./pkg/sharemount/... ./pkg/nfs/... ./pkg/httpserve/...
 
-unit:
+# tools first: test/chart renders charts/carve with helm, compares it with
+# deploy/ through kubectl kustomize and dry-runs both on a real kube-apiserver
+# (cached; a cold build adds 10-25 minutes once, see README "Set up").
+unit: tools
 	$(GO) test $(TEST_FLAGS) -race $(RACE_PKGS)
 	$(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v -x -F "$$($(GO) list $(RACE_PKGS))")
 	cd $(AGENT) && $(GO) test $(TEST_FLAGS) ./...
@@ -65,9 +68,10 @@ deps:
 	bash hack/install-deps.sh
 
 ## tools: build (once, cached outside the repo) etcd, kube-apiserver,
-## kube-controller-manager, kube-scheduler, kubectl and kwok.
+## kube-controller-manager, kube-scheduler, kubectl, the kubelet, kwok and helm.
 tools:
 	bash hack/build-tools.sh >/dev/null
+	bash hack/helm.sh --print-path >/dev/null
 
 ## images: OCI images (docker-archive tarballs in bin/images, listed with their
 ## digests in bin/images/images.txt) of every binary deploy/ runs, the sidecars

@@ -60,6 +60,17 @@ func findBinaries(ctx context.Context, dir string, logf func(string, ...any)) (s
 	return dir, nil
 }
 
+// BinDir returns the directory of the binaries Start uses (kubectl among
+// them), for tests that need only a binary: $CARVE_TOOLS_BIN, else
+// hack/build-tools.sh's, which builds on a miss. Its error wraps ErrNoBinaries.
+func BinDir(ctx context.Context, logf func(string, ...any)) (string, error) {
+	dir, err := findBinaries(ctx, "", logf)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrNoBinaries, err)
+	}
+	return dir, nil
+}
+
 func checkBinaries(dir string) error {
 	for _, b := range requiredBinaries {
 		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
