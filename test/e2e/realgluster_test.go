@@ -3,6 +3,8 @@
 package e2e
 
 import (
+	"context"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -12,7 +14,14 @@ import (
 	"testing"
 	"time"
 
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
 	"github.com/carve-csi/carve/internal/testenv/glusterd"
+	"github.com/carve-csi/carve/test/cluster"
 	"github.com/carve-csi/carve/test/scenario"
 )
 
@@ -20,8 +29,10 @@ import (
 // deploy/csi-driver as shipped plus the Gluster settings its comments
 // document (scenario.DeployRealGluster), a real glusterd with a quota-enabled
 // volume, the claims carved as directories with a quota each, and every
-// publish a FUSE mount (mount -t glusterfs HOST:/VOLUME/DIR) made inside the
-// node plugin's container, through which the StatefulSet's containers write.
+// publish a FUSE mount (mount -t glusterfs HOST:/VOLUME/DIR) made by the FUSE
+// holder (carve-csi-fuse), through which the StatefulSet's containers write.
+// Then a pod whose only access is the volume's GID writes to a claim of its
+// own (groupWrite).
 func TestRealNodeStatefulSetGluster(t *testing.T) {
 	g := glusterd.Start(t)
 	vol := g.CreateVolume(t, "carve-real", 1)
@@ -60,11 +71,14 @@ func TestRealNodeStatefulSetGluster(t *testing.T) {
 		t.Fatalf("df -k /data in %s-0: want a size of 16384 KiB (the claim's 16Mi quota), got %q", realSTS, out)
 	}
 	t.Logf("df -k /data in %s-0: %s", realSTS, lastLine(out))
+	if err := groupWrite(ctx, c, s.ns, "carve-gluster"); err != nil {
+		t.Fatal(err)
+	}
 	// No client outlives its mount: the pods deleted on the way took theirs.
 	targets, procs, rss := fuseClients(vol.Name)
 	t.Logf("Gluster FUSE clients: %d mounts, %d processes (auto_unmount adds one per mount), %d MiB RSS in all",
 		len(targets), procs, rss>>20)
-	if len(targets) != 5 {
+	if len(targets) != 5 { // groupWrite's pod is gone
 		t.Errorf("glusterfs clients of %s serve %d targets, want the 5 pods': %q", vol.Name, len(targets), slices.Sorted(maps.Keys(targets)))
 	}
 }
@@ -101,4 +115,72 @@ func fuseClients(vol string) (targets map[string]bool, n int, rss int64) {
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
+}
+
+// groupWrite is the common case of a pod without fsGroup or runAsGroup
+// matching the volume: carve gives the claim's directory a GID of its own
+// (mode 2770) and the PV its pv.beta.kubernetes.io/gid annotation, the
+// kubelet adds that GID to the container's supplementary groups, and the
+// write is allowed by it alone. Gluster's FUSE client must see the caller's
+// groups for that (hostPID in deploy/csi-driver/fuse.yaml).
+func groupWrite(ctx context.Context, c *cluster.Cluster, ns, class string) error {
+	const name = "by-group"
+	pvc := &v1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: v1.PersistentVolumeClaimSpec{
+			AccessModes:      []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce},
+			StorageClassName: ptr.To(class),
+			Resources:        v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse("16Mi")}},
+		},
+	}
+	if _, err := c.Client.CoreV1().PersistentVolumeClaims(ns).Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	pod := &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: v1.PodSpec{
+			RestartPolicy:                 v1.RestartPolicyNever,
+			TerminationGracePeriodSeconds: ptr.To(int64(1)),
+			SecurityContext:               &v1.PodSecurityContext{RunAsUser: ptr.To(int64(4321)), RunAsGroup: ptr.To(int64(4321))},
+			Containers: []v1.Container{{
+				Name: "app", Image: "carve.test/busybox:1.35", ImagePullPolicy: v1.PullNever,
+				Command:      []string{"sh", "-c", "id; ls -ldn /data; echo written > /data/by-group && cat /data/by-group"},
+				VolumeMounts: []v1.VolumeMount{{Name: "data", MountPath: "/data"}},
+			}},
+			Volumes: []v1.Volume{{Name: "data", VolumeSource: v1.VolumeSource{
+				PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: name}}}},
+		},
+	}
+	if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	var phase v1.PodPhase
+	if err := poll(ctx, 3*time.Minute, func(ctx context.Context) (bool, error) {
+		p, err := c.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		phase = p.Status.Phase
+		return phase == v1.PodSucceeded || phase == v1.PodFailed, nil
+	}); err != nil {
+		return fmt.Errorf("pod %s never finished: %w", name, err)
+	}
+	out, err := c.Kubectl(ctx, "-n", ns, "logs", name)
+	if err != nil {
+		return err
+	}
+	claim, err := c.Client.CoreV1().PersistentVolumeClaims(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	if phase != v1.PodSucceeded || !strings.HasSuffix(strings.TrimSpace(out), "written") {
+		return fmt.Errorf("a pod with only the volume's GID (PV %s) as a supplementary group could not write: %s\n%s", claim.Spec.VolumeName, phase, out)
+	}
+	if err := c.Client.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+		return err
+	}
+	return poll(ctx, 2*time.Minute, func(ctx context.Context) (bool, error) {
+		_, err := c.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
 }
