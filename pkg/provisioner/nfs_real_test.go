@@ -54,7 +54,7 @@ func TestRealNFSServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range top {
-		if n != "db" && n != ".carve-meta" && n != ".carve-tmp" && n != ".carve-share" {
+		if n != "db" && n != ".carve-meta" && n != ".carve-tmp" && n != ".carve-share" && n != ".carve-share.id" {
 			t.Errorf("unexpected entry %q at the export root", n)
 		}
 	}
