@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -117,19 +118,29 @@ func lastLine(s string) string {
 	return lines[len(lines)-1]
 }
 
-// groupWrite is the common case of a pod without fsGroup or runAsGroup
-// matching the volume: carve gives the claim's directory a GID of its own
-// (mode 2770) and the PV its pv.beta.kubernetes.io/gid annotation, the
-// kubelet adds that GID to the container's supplementary groups, and the
-// write is allowed by it alone. Gluster's FUSE client must see the caller's
-// groups for that (hostPID in deploy/csi-driver/fuse.yaml).
+// groupWrite: access by group, as shares with group-owned directories are
+// used. A class like the shipped one with a gid gives the claim's directory
+// that group (mode 2770); a pod running as another user and group writes
+// there through supplementalGroups alone. Gluster's FUSE client must see the
+// caller's supplementary groups for that (hostPID in
+// deploy/csi-driver/fuse.yaml); heketi's volumes, adopted with their
+// pv.beta.kubernetes.io/gid, are used the same way.
 func groupWrite(ctx context.Context, c *cluster.Cluster, ns, class string) error {
-	const name = "by-group"
+	const name, gid = "by-group", 4000
+	sc, err := c.Client.StorageV1().StorageClasses().Get(ctx, class, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	sc.ObjectMeta = metav1.ObjectMeta{Name: class + "-gid"}
+	sc.Parameters["gid"] = strconv.Itoa(gid)
+	if _, err := c.Client.StorageV1().StorageClasses().Create(ctx, sc, metav1.CreateOptions{}); err != nil {
+		return err
+	}
 	pvc := &v1.PersistentVolumeClaim{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: v1.PersistentVolumeClaimSpec{
 			AccessModes:      []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce},
-			StorageClassName: ptr.To(class),
+			StorageClassName: ptr.To(sc.Name),
 			Resources:        v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse("16Mi")}},
 		},
 	}
@@ -141,7 +152,8 @@ func groupWrite(ctx context.Context, c *cluster.Cluster, ns, class string) error
 		Spec: v1.PodSpec{
 			RestartPolicy:                 v1.RestartPolicyNever,
 			TerminationGracePeriodSeconds: ptr.To(int64(1)),
-			SecurityContext:               &v1.PodSecurityContext{RunAsUser: ptr.To(int64(4321)), RunAsGroup: ptr.To(int64(4321))},
+			SecurityContext: &v1.PodSecurityContext{RunAsUser: ptr.To(int64(4321)), RunAsGroup: ptr.To(int64(4321)),
+				SupplementalGroups: []int64{gid}},
 			Containers: []v1.Container{{
 				Name: "app", Image: "carve.test/busybox:1.35", ImagePullPolicy: v1.PullNever,
 				Command:      []string{"sh", "-c", "id; ls -ldn /data; echo written > /data/by-group && cat /data/by-group"},
@@ -174,7 +186,10 @@ func groupWrite(ctx context.Context, c *cluster.Cluster, ns, class string) error
 		return err
 	}
 	if phase != v1.PodSucceeded || !strings.HasSuffix(strings.TrimSpace(out), "written") {
-		return fmt.Errorf("a pod with only the volume's GID (PV %s) as a supplementary group could not write: %s\n%s", claim.Spec.VolumeName, phase, out)
+		return fmt.Errorf("a pod with only the directory's group %d (PV %s) as a supplementary group could not write: %s\n%s", gid, claim.Spec.VolumeName, phase, out)
+	}
+	if !regexp.MustCompile(fmt.Sprintf(`\s0\s+%d\s`, gid)).MatchString(out) {
+		return fmt.Errorf("the claim's directory is not root:%d, the write proves nothing:\n%s", gid, out)
 	}
 	if err := c.Client.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
 		return err
