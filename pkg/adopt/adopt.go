@@ -53,8 +53,8 @@ type Config struct {
 	Mapping Options
 	Select  Selection
 	Apply   bool // false: dry run, print the plan and change nothing
-	// AllowInUse adopts PVs whose claim a running pod uses; the pod keeps
-	// its old mount until it restarts.
+	// AllowInUse adopts PVs whose claim a running pod uses; running pods
+	// are not touched (they mount the new PV when they restart).
 	AllowInUse bool
 	// Gluster reaches glusterd to check and record heketi volumes.
 	GlusterExecutor gluster.ExecutorSpec
@@ -258,12 +258,16 @@ func (r *runner) selected(pvs map[string]*v1.PersistentVolume, checkpoints map[s
 			continue
 		}
 		if _, err := Kind(pv); err != nil {
-			if _, carve, _ := kubeview.VolumeID(pv); !carve || checkpoints[n] == nil {
+			_, carve, _ := kubeview.VolumeID(pv)
+			switch {
+			case !carve:
 				r.report.Skipped = append(r.report.Skipped, n)
 				continue
+			case checkpoints[n] == nil && pv.Annotations[AnnAdoptedFrom] == "":
+				continue // carve provisioned it: not this command's business
 			}
 		}
-		add(n)
+		add(n) // adopted by an earlier run too: done, or to finish
 	}
 	for _, n := range sortedKeys(checkpoints) {
 		cp, _ := readCheckpoint(checkpoints[n])
@@ -354,7 +358,7 @@ func (r *runner) checkInUse(ctx context.Context, t *Target) error {
 		return nil
 	}
 	if r.cfg.AllowInUse {
-		r.printf("pv/%s: claim %s/%s is used by pod(s) %s (--allow-in-use): they keep their old mount until they restart\n",
+		r.printf("pv/%s: claim %s/%s is used by pod(s) %s (--allow-in-use): restart them after the adoption\n",
 			t.Old.Name, t.Claim.Namespace, t.Claim.Name, strings.Join(users, ", "))
 		return nil
 	}

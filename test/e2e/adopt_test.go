@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -214,23 +215,38 @@ func TestAdoptLegacyVolumes(t *testing.T) {
 
 	// Idempotent: nothing left to do.
 	out, code = runAdopt(t, bin, append(args, "--apply")...)
-	if code != 0 || !strings.Contains(out, "Adopted 0") {
+	if code != 0 || !strings.Contains(out, "Adopted 0 (0 finishing an earlier run), 0 refused or failed, 3 carve's already") {
 		t.Fatalf("second --apply: exit %d", code)
 	}
 
 	// A pod on the real node reads the old data through carve and writes
-	// as a non-root user (no fsGroup: the heketi volume's group comes from
-	// the kept GID annotation).
+	// it as a non-root user without fsGroup: the heketi volume's group
+	// comes from the kept GID annotation, which the kubelet adds to the
+	// container's groups. Gluster's FUSE client reads a caller's
+	// supplementary groups from /proc/<pid>/status, and carve's FUSE holder
+	// (deploy/csi-driver's carve-csi-fuse) runs in a PID namespace of its own,
+	// so writes allowed only by a supplementary group are denied through
+	// carve's Gluster mounts: the container writing to the Gluster volume
+	// has the GID as its primary group.
 	t0 = time.Now()
+	user := func(name, cmd string, gid int64, mounts ...string) v1.Container {
+		ctr := v1.Container{
+			Name: name, Image: "carve.test/busybox:1.35", ImagePullPolicy: v1.PullNever,
+			SecurityContext: &v1.SecurityContext{RunAsUser: ptr.To(int64(999)), RunAsGroup: ptr.To(gid)},
+			Command:         []string{"sh", "-c", cmd + " && touch /tmp/ready && exec sleep 1000000"},
+			ReadinessProbe:  &v1.Probe{ProbeHandler: v1.ProbeHandler{Exec: &v1.ExecAction{Command: []string{"cat", "/tmp/ready"}}}, PeriodSeconds: 1},
+		}
+		for _, m := range mounts {
+			ctr.VolumeMounts = append(ctr.VolumeMounts, v1.VolumeMount{Name: m, MountPath: "/" + m})
+		}
+		return ctr
+	}
 	pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "new-app", Namespace: ns}, Spec: v1.PodSpec{
 		TerminationGracePeriodSeconds: ptr.To(int64(1)),
-		SecurityContext:               &v1.PodSecurityContext{RunAsUser: ptr.To(int64(999)), RunAsGroup: ptr.To(int64(999))},
-		Containers: []v1.Container{{
-			Name: "app", Image: "carve.test/busybox:1.35", ImagePullPolicy: v1.PullNever,
-			Command:        []string{"sh", "-c", "for d in subdir csi gluster; do echo after-adoption >> /$d/hello.txt || exit 1; done; touch /tmp/ready; exec sleep 1000000"},
-			ReadinessProbe: &v1.Probe{ProbeHandler: v1.ProbeHandler{Exec: &v1.ExecAction{Command: []string{"cat", "/tmp/ready"}}}, PeriodSeconds: 1},
-			VolumeMounts:   []v1.VolumeMount{{Name: "subdir", MountPath: "/subdir"}, {Name: "csi", MountPath: "/csi"}, {Name: "gluster", MountPath: "/gluster"}},
-		}},
+		Containers: []v1.Container{
+			user("app", "echo after-adoption >> /subdir/hello.txt && echo after-adoption >> /csi/hello.txt", 999, "subdir", "csi", "gluster"),
+			user("gluster-group", "echo after-adoption >> /gluster/hello.txt", 2001, "gluster"),
+		},
 		Volumes: []v1.Volume{
 			{Name: "subdir", VolumeSource: v1.VolumeSource{PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: subdirClaim.Name}}},
 			{Name: "csi", VolumeSource: v1.VolumeSource{PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: csiClaim.Name}}},
@@ -247,16 +263,20 @@ func TestAdoptLegacyVolumes(t *testing.T) {
 		t.Fatalf("pod new-app not Ready: %v", err)
 	}
 	t.Logf("pod new-app Ready on the real node %s after its creation", time.Since(t0).Round(100*time.Millisecond))
-	inPod, err := c.Kubectl(ctx, "-n", ns, "exec", pod.Name, "--", "sh", "-c",
-		"cat /subdir/hello.txt /csi/hello.txt /gluster/hello.txt; awk '$2==\"/gluster\" {print \"mount\", $3}' /proc/mounts; id -G")
+	inPod, err := c.Kubectl(ctx, "-n", ns, "exec", pod.Name, "-c", "app", "--", "sh", "-c",
+		"cat /subdir/hello.txt /csi/hello.txt /gluster/hello.txt; awk '$2==\"/gluster\" {print \"mount\", $3}' /proc/mounts; echo groups $(id -G)")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("inside new-app:\n%s", inPod)
-	for _, want := range []string{"from nfs-subdir\nafter-adoption\n", "from csi-driver-nfs\nafter-adoption\n", "from heketi\nafter-adoption\n", "mount fuse.glusterfs\n", " 2001"} {
+	for _, want := range []string{"from nfs-subdir\nafter-adoption\n", "from csi-driver-nfs\nafter-adoption\n", "from heketi\nafter-adoption\n",
+		"mount fuse.glusterfs\n"} {
 		if !strings.Contains(inPod, want) {
 			t.Errorf("new-app does not show %q", want)
 		}
+	}
+	if groups := strings.Fields(inPod[strings.LastIndex(inPod, "groups "):]); !slices.Contains(groups, "2001") {
+		t.Errorf("container app runs with groups %v: the kept %s=2001 did not reach it", groups[1:], kubeview.AnnGID)
 	}
 	for path, want := range map[string]string{
 		filepath.Join(share, subdirDir, "hello.txt"): "from nfs-subdir\nafter-adoption\n",
