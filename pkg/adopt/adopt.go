@@ -203,7 +203,7 @@ func (r *runner) run(ctx context.Context) error {
 		if _, err := Kind(pv); err != nil {
 			continue
 		}
-		if t, err := Map(pv, claimOf(pv), endpoints, r.cfg.Mapping); err == nil {
+		if t, err := Locate(pv, claimOf(pv), endpoints, r.cfg.Mapping); err == nil {
 			all = append(all, t)
 		}
 	}

@@ -135,6 +135,29 @@ func Map(pv *v1.PersistentVolume, claim *v1.PersistentVolumeClaim, endpoints End
 	if err := checkBound(pv, claim); err != nil {
 		return nil, err
 	}
+	return mapShape(pv, kind, claim, endpoints, opts)
+}
+
+// Locate maps an old PV whatever its binding (Released, Available): where
+// its data is, for the nesting checks against the PVs being adopted. A PV
+// without a claim is located with its claimRef's namespace and name.
+func Locate(pv *v1.PersistentVolume, claim *v1.PersistentVolumeClaim, endpoints EndpointsGetter, opts Options) (*Target, error) {
+	kind, err := Kind(pv)
+	if err != nil {
+		return nil, &Refusal{PV: pv.Name, Reason: err}
+	}
+	if claim == nil && pv.Spec.ClaimRef != nil {
+		ref := pv.Spec.ClaimRef
+		claim = &v1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: ref.Namespace, Name: ref.Name, UID: ref.UID}}
+	}
+	if claim == nil {
+		claim = &v1.PersistentVolumeClaim{}
+	}
+	return mapShape(pv, kind, claim, endpoints, opts)
+}
+
+func mapShape(pv *v1.PersistentVolume, kind string, claim *v1.PersistentVolumeClaim, endpoints EndpointsGetter, opts Options) (*Target, error) {
+	var err error
 	if pv.Spec.VolumeMode != nil && *pv.Spec.VolumeMode == v1.PersistentVolumeBlock {
 		return nil, refuse(pv.Name, "volumeMode Block: carve serves file systems only")
 	}

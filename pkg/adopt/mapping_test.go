@@ -311,3 +311,30 @@ func mustPattern(t *testing.T, s string) *params.Pattern {
 	}
 	return p
 }
+
+// TestLocateReleased: a Released PV is not adopted, but where its data is
+// still counts for the nesting checks of the others.
+func TestLocateReleased(t *testing.T) {
+	pv, claim := boundPair(v1.PersistentVolumeSource{NFS: &v1.NFSVolumeSource{Server: "nfs1", Path: "/export/web-data-web-0-pvc-" + string(claimUID)}})
+	pv.Status.Phase = v1.VolumeReleased
+	opts := Options{MountMap: mountMap(t, "nfs1:/export=/mnt/e")}
+	if _, err := Map(pv, nil, noEndpoints, opts); !errors.Is(err, ErrRefused) {
+		t.Fatalf("Map of a Released PV: %v", err)
+	}
+	released, err := Locate(pv, nil, noEndpoints, opts)
+	if err != nil || released.ID.DirPath() != "web-data-web-0-pvc-"+string(claimUID) {
+		t.Fatalf("Locate: %+v %v", released, err)
+	}
+	// A bound PV on the same directory is refused because of it.
+	other := pv.DeepCopy()
+	other.Name, other.Status.Phase = "pvc-"+string(claimUID), v1.VolumeBound
+	released.Old = pv.DeepCopy()
+	released.Old.Name = "released"
+	tg, err := Map(other, claim, noEndpoints, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Overlaps(tg, []*Target{tg, released}); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "PersistentVolume released points at the same data") {
+		t.Fatalf("Overlaps: %v", err)
+	}
+}
