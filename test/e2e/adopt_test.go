@@ -21,6 +21,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 
 	"github.com/carve-csi/carve/internal/testenv/glusterd"
@@ -168,12 +169,21 @@ func TestAdoptLegacyVolumes(t *testing.T) {
 	}
 	old.unchanged(ctx, before, g, vol.Name)
 
+	// --apply, killed (SIGKILL) as soon as it has deleted the first old PV:
+	// that claim is Lost (the PersistentVolume controller's verdict for a
+	// bound claim whose PV is gone) until the next run puts the carve PV in
+	// place from the note on the claim and finishes the rest.
 	t0 := time.Now()
-	out, code = runAdopt(t, bin, append(args, "--apply")...)
-	if code != 0 || !strings.Contains(out, "Adopted 3") {
-		t.Fatalf("--apply: exit %d", code)
+	lost := old.applyKilled(ctx, bin, append(args, "--apply"), before)
+	t.Logf("carve-adopt --apply killed after deleting pv/%s; claim %s/%s is %s", lost.Spec.VolumeName, ns, lost.Name, lost.Status.Phase)
+	if lost.Status.Phase != v1.ClaimLost {
+		t.Errorf("claim %s after the old PV's deletion: phase %s, want Lost", lost.Name, lost.Status.Phase)
 	}
-	t.Logf("carve-adopt --apply: 3 PVs replaced and their claims Bound again in %s", time.Since(t0).Round(100*time.Millisecond))
+	out, code = runAdopt(t, bin, append(args, "--apply")...)
+	if code != 0 || !strings.Contains(out, "Adopted 3 (1 finishing an earlier run), 0 refused") {
+		t.Fatalf("--apply after the crash: exit %d, want 0 and the 3 PVs adopted, one of them finishing the killed run's work", code)
+	}
+	t.Logf("carve-adopt --apply: killed once, run again; 3 PVs replaced and their claims Bound again in %s", time.Since(t0).Round(100*time.Millisecond))
 
 	// Same names, same claims, carve's PVs; carve's records written.
 	for _, cl := range claims {
@@ -287,6 +297,56 @@ func TestAdoptLegacyVolumes(t *testing.T) {
 			t.Errorf("%s holds %q (%v), want %q", path, b, err, want)
 		}
 	}
+}
+
+// applyKilled starts carve-adopt with args, kills it as soon as one of the
+// PVs in before is deleted, and returns that PV's claim once the
+// PersistentVolume controller has marked it Lost (or after 30s).
+func (l *legacy) applyKilled(ctx context.Context, bin string, args []string, before map[string]objState) *v1.PersistentVolumeClaim {
+	t := l.t
+	w, err := l.c.Client.CoreV1().PersistentVolumes().Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var gone *v1.PersistentVolume
+	timeout := time.After(2 * time.Minute)
+	for gone == nil {
+		select {
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				t.Fatal("PV watch ended")
+			}
+			if pv, isPV := ev.Object.(*v1.PersistentVolume); isPV && ev.Type == watch.Deleted && before[pv.Name].uid == string(pv.UID) {
+				gone = pv
+			}
+		case <-timeout:
+			_ = cmd.Process.Kill()
+			t.Fatalf("no old PV deleted within 2 minutes; carve-adopt said:\n%s", out.String())
+		}
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	t.Logf("$ carve-adopt %s (killed)\n%s", strings.Join(args, " "), out.String())
+	var claim *v1.PersistentVolumeClaim
+	ref := gone.Spec.ClaimRef
+	_ = poll(ctx, 30*time.Second, func(ctx context.Context) (bool, error) {
+		c, err := l.c.Client.CoreV1().PersistentVolumeClaims(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+		if err == nil {
+			claim = c
+		}
+		return err == nil && c.Status.Phase == v1.ClaimLost, err
+	})
+	if claim == nil {
+		t.Fatalf("claim %s/%s of the deleted PV: not found", ref.Namespace, ref.Name)
+	}
+	return claim
 }
 
 // legacy creates objects as the old provisioners did.
