@@ -57,7 +57,7 @@ func main() {
 	flag.Var(&classes, "storage-class", "adopt every PV of this StorageClass (repeatable, or comma-separated)")
 	all := flag.Bool("all", false, "adopt every PV of a kind carve adopts")
 	apply := flag.Bool("apply", false, "do it; without --apply nothing is changed")
-	allowInUse := flag.Bool("allow-in-use", false, "also adopt PVs whose claim a running pod uses (the pod keeps its old mount until it restarts)")
+	allowInUse := flag.Bool("allow-in-use", false, "also adopt PVs whose claim a running pod uses (running pods are not touched: restart them afterwards)")
 	pattern := flag.String("path-pattern", adopt.SubdirDefaultPattern, "nfs-subdir PVs: the pathPattern their StorageClass had, "+
 		"in carve's or nfs-subdir's syntax (${.PVC.namespace}/${.PVC.name})")
 	volumeType := flag.String("volume-type", params.VolumeTypeCSI, "NFS PVs become: csi (carve.csi.dev, mounted by carve's node plugin) "+

@@ -3,6 +3,7 @@ package adopt
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -228,7 +229,11 @@ func (r *runner) run(ctx context.Context) error {
 		}
 		if err != nil {
 			r.report.Refused = append(r.report.Refused, err)
-			r.printf("REFUSED %v\n\n", err)
+			if errors.Is(err, ErrRefused) {
+				r.printf("REFUSED %v\n\n", err)
+			} else {
+				r.printf("FAILED %v\n\n", err)
+			}
 			logger.V(2).Info("PersistentVolume not adopted", "PV", name, "err", err)
 		}
 	}
