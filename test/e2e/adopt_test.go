@@ -109,9 +109,8 @@ func TestAdoptLegacyVolumes(t *testing.T) {
 
 	glusterClaim := old.claim(ctx, "data-gluster", "glusterfs")
 	ep := "glusterfs-dynamic-" + string(glusterClaim.UID)
-	//lint:ignore SA1019 the in-tree glusterfs plugin's PVs name an Endpoints object
-	endpoints := &v1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: ep, Namespace: ns},
-		Subsets: []v1.EndpointSubset{{Addresses: []v1.EndpointAddress{{IP: hostIP}}, Ports: []v1.EndpointPort{{Port: 1}}}}}
+	subsets := []v1.EndpointSubset{{Addresses: []v1.EndpointAddress{{IP: hostIP}}, Ports: []v1.EndpointPort{{Port: 1}}}} //lint:ignore SA1019 the in-tree glusterfs plugin's PVs name an Endpoints object
+	endpoints := &v1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: ep, Namespace: ns}, Subsets: subsets}                 //lint:ignore SA1019 as above
 	if _, err := c.Client.CoreV1().Endpoints(ns).Create(ctx, endpoints, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
