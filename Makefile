@@ -29,7 +29,7 @@ IMAGES_DIR ?= $(CURDIR)/bin/images
 
 # Packages with goroutines of their own (purges, informers, gRPC servers,
 # share locks) run under the race detector; the others run plainly.
-RACE_PKGS := ./pkg/volume/... ./pkg/dirvol/... ./pkg/provisioner/... ./pkg/csidriver ./pkg/sharemount/... ./pkg/nfs/... ./pkg/httpserve/...
+RACE_PKGS := ./pkg/adopt/... ./pkg/volume/... ./pkg/dirvol/... ./pkg/provisioner/... ./pkg/csidriver ./pkg/sharemount/... ./pkg/nfs/... ./pkg/httpserve/...
 
 # tools first: test/chart renders charts/carve with helm, compares it with
 # deploy/ through kubectl kustomize and dry-runs both on a real kube-apiserver

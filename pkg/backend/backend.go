@@ -128,3 +128,14 @@ type VolumeCarver interface {
 	// it never shrinks and returns the resulting size.
 	ExpandVolume(ctx context.Context, id volid.ID, bytes int64) (int64, error)
 }
+
+// VolumeAdopter is implemented by backends whose volumes per claim can also
+// be volumes carve did not create (Gluster volumes made by heketi): adopting
+// one writes carve's record on it, so carve's rules for its own volumes
+// apply from then on.
+type VolumeAdopter interface {
+	// AdoptVolume checks that the volume of id exists and can be served,
+	// and unless dryRun records it for PV req.Name (idempotent). A volume
+	// recorded for another PV is ErrConflict; a missing one ErrNotFound.
+	AdoptVolume(ctx context.Context, req VolumeRequest, id volid.ID, dryRun bool) error
+}

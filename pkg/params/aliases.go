@@ -329,3 +329,18 @@ func aliasNames() string {
 	}
 	return strings.Join(names, ", ")
 }
+
+// ParseAnyPattern parses a pathPattern written in carve's syntax or in
+// nfs-subdir's (${.PVC.namespace}, ...), which it translates as a
+// StorageClass's pathPattern is: for tools that read another provisioner's
+// layout (carve-adopt).
+func ParseAnyPattern(s string) (*Pattern, error) {
+	if strings.Contains(s, "${.PVC.") {
+		t, err := translateSubdirPattern(PathPattern, s)
+		if err != nil {
+			return nil, err
+		}
+		s = t
+	}
+	return ParsePattern(s)
+}

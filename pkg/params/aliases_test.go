@@ -322,3 +322,23 @@ func TestAliasesDocumented(t *testing.T) {
 		}
 	}
 }
+
+func TestParseAnyPattern(t *testing.T) {
+	vars := Vars{Namespace: "web", Name: "data-web-0", PVName: "pvc-1", Labels: map[string]string{"app": "mongo"}}
+	for in, want := range map[string]string{
+		"${pvc.metadata.namespace}-${pvc.metadata.name}-${pv.metadata.name}": "web-data-web-0-pvc-1",
+		"/${.PVC.labels.app}/${.PVC.namespace}/${.PVC.name}/":                "mongo/web/data-web-0",
+	} {
+		p, err := ParseAnyPattern(in)
+		if err != nil {
+			t.Fatalf("%q: %v", in, err)
+		}
+		got, err := p.Render(vars)
+		if err != nil || strings.Join(got, "/") != want {
+			t.Errorf("%q renders %q (%v), want %q", in, got, err, want)
+		}
+	}
+	if _, err := ParseAnyPattern("${.PVC.uid}"); !errors.Is(err, ErrInvalid) {
+		t.Errorf("unknown nfs-subdir variable: %v", err)
+	}
+}

@@ -67,6 +67,9 @@ func (m Map) String() string {
 	return strings.Join(parts, ",")
 }
 
+// SplitKey splits a Key back into server and share.
+func SplitKey(k string) (server, share string, ok bool) { return splitServer(k) }
+
 // splitServer splits "host:share", "[v6]:share".
 func splitServer(s string) (string, string, bool) {
 	if strings.HasPrefix(s, "[") {
