@@ -231,12 +231,8 @@ func TestAdoptLegacyVolumes(t *testing.T) {
 	// A pod on the real node reads the old data through carve and writes
 	// it as a non-root user without fsGroup: the heketi volume's group
 	// comes from the kept GID annotation, which the kubelet adds to the
-	// container's groups. Gluster's FUSE client reads a caller's
-	// supplementary groups from /proc/<pid>/status, and carve's FUSE holder
-	// (deploy/csi-driver's carve-csi-fuse) runs in a PID namespace of its own,
-	// so writes allowed only by a supplementary group are denied through
-	// carve's Gluster mounts: the container writing to the Gluster volume
-	// has the GID as its primary group.
+	// container's supplementary groups, and Gluster's FUSE client, in
+	// carve's FUSE holder, reads them from /proc (hostPID).
 	t0 = time.Now()
 	user := func(name, cmd string, gid int64, mounts ...string) v1.Container {
 		ctr := v1.Container{
@@ -253,8 +249,8 @@ func TestAdoptLegacyVolumes(t *testing.T) {
 	pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "new-app", Namespace: ns}, Spec: v1.PodSpec{
 		TerminationGracePeriodSeconds: ptr.To(int64(1)),
 		Containers: []v1.Container{
-			user("app", "echo after-adoption >> /subdir/hello.txt && echo after-adoption >> /csi/hello.txt", 999, "subdir", "csi", "gluster"),
-			user("gluster-group", "echo after-adoption >> /gluster/hello.txt", 2001, "gluster"),
+			user("app", "echo after-adoption >> /subdir/hello.txt && echo after-adoption >> /csi/hello.txt && echo after-adoption >> /gluster/hello.txt",
+				999, "subdir", "csi", "gluster"),
 		},
 		Volumes: []v1.Volume{
 			{Name: "subdir", VolumeSource: v1.VolumeSource{PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: subdirClaim.Name}}},
