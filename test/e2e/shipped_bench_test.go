@@ -54,7 +54,7 @@ type shippedPath struct {
 var shippedPaths = []shippedPath{
 	{
 		name: "csi", class: "carve-nfs-csi", app: "carve-csi-controller",
-		images: []string{"carve-csi-controller", "carve-csi-node", "csi-provisioner", "carve-registrar", "carve-livenessprobe", "test-pause"},
+		images: []string{"carve-csi-controller", "carve-csi-node", "csi-provisioner", "carve-registrar", "carve-livenessprobe", "carve-resizer", "test-pause"},
 		deploy: scenario.DeployRealCSI,
 	},
 	{
