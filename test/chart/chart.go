@@ -12,12 +12,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/carve-csi/carve/test/cluster"
 )
 
 // Dir is the chart's directory in the repository.
@@ -49,30 +50,8 @@ func Helm(ctx context.Context, repo string) (string, error) {
 	return helmPath, helmErr
 }
 
-// Repo returns the repository's root: the directory holding charts/carve,
-// above the working directory or this source file.
-func Repo() (string, error) {
-	var starts []string
-	if wd, err := os.Getwd(); err == nil {
-		starts = append(starts, wd)
-	}
-	if _, file, _, ok := runtime.Caller(0); ok {
-		starts = append(starts, filepath.Dir(file))
-	}
-	for _, d := range starts {
-		for {
-			if _, err := os.Stat(filepath.Join(d, Dir, "Chart.yaml")); err == nil {
-				return d, nil
-			}
-			parent := filepath.Dir(d)
-			if parent == d {
-				break
-			}
-			d = parent
-		}
-	}
-	return "", errors.New("chart: " + Dir + " not found above the working directory")
-}
+// Repo returns the repository's root (cluster.RepoRoot).
+func Repo() (string, error) { return cluster.RepoRoot() }
 
 // Run runs helm with args and returns its stdout; the error carries stderr.
 // env is added to the environment (e.g. HELM_CACHE_HOME, KUBECONFIG).

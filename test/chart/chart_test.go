@@ -177,34 +177,30 @@ func daemonSet(t *testing.T, r *rendered, name string) *appsv1.DaemonSet {
 
 func container(t *testing.T, spec *corev1.PodSpec, name string) *corev1.Container {
 	t.Helper()
-	for i := range spec.Containers {
-		if spec.Containers[i].Name == name {
-			return &spec.Containers[i]
-		}
-	}
-	t.Fatalf("no container %s", name)
-	return nil
+	return named(t, spec.Containers, func(c *corev1.Container) string { return c.Name }, name, "no container "+name)
 }
 
 func volume(t *testing.T, spec *corev1.PodSpec, name string) *corev1.Volume {
 	t.Helper()
-	for i := range spec.Volumes {
-		if spec.Volumes[i].Name == name {
-			return &spec.Volumes[i]
-		}
-	}
-	t.Fatalf("no volume %s", name)
-	return nil
+	return named(t, spec.Volumes, func(v *corev1.Volume) string { return v.Name }, name, "no volume "+name)
 }
 
 func mount(t *testing.T, c *corev1.Container, name string) *corev1.VolumeMount {
 	t.Helper()
-	for i := range c.VolumeMounts {
-		if c.VolumeMounts[i].Name == name {
-			return &c.VolumeMounts[i]
+	return named(t, c.VolumeMounts, func(m *corev1.VolumeMount) string { return m.Name }, name,
+		"container "+c.Name+" mounts no volume "+name)
+}
+
+// named returns the item of items called name, or fails the test with
+// missing.
+func named[T any](t *testing.T, items []T, nameOf func(*T) string, name, missing string) *T {
+	t.Helper()
+	for i := range items {
+		if nameOf(&items[i]) == name {
+			return &items[i]
 		}
 	}
-	t.Fatalf("container %s mounts no volume %s", c.Name, name)
+	t.Fatal(missing)
 	return nil
 }
 

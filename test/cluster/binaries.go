@@ -80,9 +80,19 @@ func checkBinaries(dir string) error {
 	return nil
 }
 
-// findBuildScript looks for hack/build-tools.sh above the working directory
-// (go test runs in the package directory) and above this source file.
+// findBuildScript is hack/build-tools.sh of the repository (RepoRoot).
 func findBuildScript() (string, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return "", fmt.Errorf("%w; set CARVE_TOOLS_BIN or Options.BinDir", err)
+	}
+	return filepath.Join(root, "hack", "build-tools.sh"), nil
+}
+
+// RepoRoot returns the repository's root, the directory holding
+// hack/build-tools.sh, found above the working directory (go test runs in
+// the package directory) or above this source file.
+func RepoRoot() (string, error) {
 	var starts []string
 	if wd, err := os.Getwd(); err == nil {
 		starts = append(starts, wd)
@@ -92,9 +102,8 @@ func findBuildScript() (string, error) {
 	}
 	for _, d := range starts {
 		for {
-			p := filepath.Join(d, "hack", "build-tools.sh")
-			if _, err := os.Stat(p); err == nil {
-				return p, nil
+			if _, err := os.Stat(filepath.Join(d, "hack", "build-tools.sh")); err == nil {
+				return d, nil
 			}
 			parent := filepath.Dir(d)
 			if parent == d {
@@ -103,5 +112,5 @@ func findBuildScript() (string, error) {
 			d = parent
 		}
 	}
-	return "", errors.New("hack/build-tools.sh not found; set CARVE_TOOLS_BIN or Options.BinDir")
+	return "", errors.New("hack/build-tools.sh not found above the working directory")
 }

@@ -143,11 +143,12 @@ func (c *Cluster) start(ctx context.Context) error {
 		"--leader-elect=false",
 		"--bind-address=127.0.0.1",
 		"--secure-port="+strconv.Itoa(schedPort),
-		// Under load a StatefulSet replica has twice stayed unscheduled for
-		// minutes after its claim's PV was created (the scheduler's log shows
-		// no attempt after the PV appeared; kwok and the real node alike):
-		// such a pod waits in the unschedulable pool for the 5-minute flush,
-		// past every step's 3-minute wait. 20 s bounds that stall.
+		// Under load a StatefulSet replica stayed unscheduled for minutes
+		// after its claim's PV was created (kwok story: the scheduler's log
+		// shows no attempt after the one just after the PV appeared; CI's
+		// real-node failure had the same shape): such a pod waits in the
+		// unschedulable pool for the 5-minute flush, past every step's
+		// 3-minute wait. 20 s bounds that stall.
 		"--pod-max-in-unschedulable-pods-duration=20s",
 	)
 	if err != nil {

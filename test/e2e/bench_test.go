@@ -72,23 +72,7 @@ func BenchmarkClaims(b *testing.B) {
 	if err := env.StartProvisioner(ctx); err != nil {
 		b.Fatal(err)
 	}
-	rc := rest.CopyConfig(c.RESTConfig)
-	rc.QPS, rc.Burst = 2000, 4000
-	client, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		b.Fatal(err)
-	}
-	retain := v1.PersistentVolumeReclaimRetain
-	sc := &storagev1.StorageClass{
-		ObjectMeta: metav1.ObjectMeta{Name: "bench"}, Provisioner: "carve.csi.dev/provisioner", ReclaimPolicy: &retain,
-		Parameters: map[string]string{"backend": "nfs", "server": "bench.local", "share": "/export"},
-	}
-	if _, err := client.StorageV1().StorageClasses().Create(ctx, sc, metav1.CreateOptions{}); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := client.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}, metav1.CreateOptions{}); err != nil {
-		b.Fatal(err)
-	}
+	client := benchClient(b, c, map[string]string{"backend": "nfs", "server": "bench.local", "share": "/export"})
 
 	b.ResetTimer()
 	start := time.Now()
@@ -166,14 +150,43 @@ func createClaims(ctx context.Context, client kubernetes.Interface, ns, class st
 	return <-errs
 }
 
+// benchClient returns a client that the benchmark's own requests do not
+// throttle, after creating the StorageClass "bench" of the classic
+// provisioner with params and the namespace "bench".
+func benchClient(b *testing.B, c *cluster.Cluster, params map[string]string) kubernetes.Interface {
+	ctx := b.Context()
+	rc := rest.CopyConfig(c.RESTConfig)
+	rc.QPS, rc.Burst = 2000, 4000
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	retain := v1.PersistentVolumeReclaimRetain
+	sc := &storagev1.StorageClass{
+		ObjectMeta: metav1.ObjectMeta{Name: "bench"}, Provisioner: "carve.csi.dev/provisioner", ReclaimPolicy: &retain,
+		Parameters: params,
+	}
+	if _, err := client.StorageV1().StorageClasses().Create(ctx, sc, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := client.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}, metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	return client
+}
+
 // peakRSS reads VmHWM (the resident set's high-water mark) in bytes.
-func peakRSS(pid int) int64 {
+func peakRSS(pid int) int64 { return procStatusBytes(pid, "VmHWM:") }
+
+// procStatusBytes reads a kB field of /proc/PID/status in bytes (0 when
+// the process or the field is gone).
+func procStatusBytes(pid int, field string) int64 {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, l := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmHWM:" {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == field {
 			kb, _ := strconv.ParseInt(f[1], 10, 64)
 			return kb << 10
 		}

@@ -6,8 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,16 +16,15 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
-	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
 	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/test/cluster"
+	"github.com/carve-csi/carve/test/scenario"
 )
 
 // BenchmarkCacheMemory measures what the cluster's size costs the classic
@@ -72,25 +69,9 @@ func BenchmarkCacheMemory(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	rc := rest.CopyConfig(c.RESTConfig)
-	rc.QPS, rc.Burst = 2000, 4000
-	client, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		b.Fatal(err)
-	}
-	retain := v1.PersistentVolumeReclaimRetain
-	sc := &storagev1.StorageClass{
-		ObjectMeta: metav1.ObjectMeta{Name: "bench"}, Provisioner: "carve.csi.dev/provisioner", ReclaimPolicy: &retain,
-		Parameters: map[string]string{"backend": "nfs", "server": "bench.local", "share": "/export",
-			"pathPattern": "${pvc.metadata.namespace}/${pvc.metadata.name}"},
-	}
-	if _, err := client.StorageV1().StorageClasses().Create(ctx, sc, metav1.CreateOptions{}); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := client.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}, metav1.CreateOptions{}); err != nil {
-		b.Fatal(err)
-	}
-	run := func(bin string) (*provisionerRun, error) { return startBenchProvisioner(ctx, c, bin, share) }
+	client := benchClient(b, c, map[string]string{"backend": "nfs", "server": "bench.local", "share": "/export",
+		"pathPattern": "${pvc.metadata.namespace}/${pvc.metadata.name}"})
+	run := func(bin string) (*provisionerRun, error) { return startBenchProvisioner(b, c, bin, share) }
 
 	// One claim provisioned by carve is the template of the others.
 	p, err := run(bins[0].path)
@@ -137,7 +118,7 @@ func BenchmarkCacheMemory(b *testing.B) {
 	}
 	mib := func(v int64) float64 { return float64(v) / (1 << 20) }
 	var out strings.Builder
-	fmt.Fprintf(&out, "classic provisioner, caches synced, %d carve PVs + claims (host load %s):\n", n, loadAvg())
+	fmt.Fprintf(&out, "classic provisioner, caches synced, %d carve PVs + claims (host load %s):\n", n, loadavg())
 	fmt.Fprintf(&out, "  %-30s %9s %9s %9s %10s %10s %12s %11s %10s %9s\n", "binary", "anon empty", "anon full", "peak full",
 		"heap empty", "heap full", "heap per 1k", "ready empty", "ready full", "CPU full")
 	for i, bin := range bins {
@@ -161,17 +142,13 @@ type provisionerRun struct {
 	ready time.Duration // from start to /readyz answering 200
 }
 
-func startBenchProvisioner(ctx context.Context, c *cluster.Cluster, bin, share string) (*provisionerRun, error) {
+func startBenchProvisioner(b *testing.B, c *cluster.Cluster, bin, share string) (*provisionerRun, error) {
+	ctx := b.Context()
 	kubeconfig, err := c.ServiceAccountKubeconfig(ctx, "carve-system", "carve-provisioner")
 	if err != nil {
 		return nil, err
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	health := l.Addr().String()
-	l.Close()
+	health := freeAddr(b)
 	t0 := time.Now()
 	p, err := c.StartProcess("carve-provisioner-"+strconv.FormatInt(t0.UnixNano(), 36), []string{bin,
 		"--kubeconfig=" + kubeconfig, "--mount-map=bench.local:/export=" + share,
@@ -180,18 +157,8 @@ func startBenchProvisioner(ctx context.Context, c *cluster.Cluster, bin, share s
 	if err != nil {
 		return nil, err
 	}
-	err = wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
-		select {
-		case <-p.Done():
-			return false, fmt.Errorf("provisioner exited: %v (log %s)", p.Err(), p.LogPath)
-		default:
-		}
-		resp, err := http.Get("http://" + health + "/readyz")
-		if err != nil {
-			return false, nil
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
+	err = wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 5*time.Minute, true, func(context.Context) (bool, error) {
+		return scenario.Ready(p, health)
 	})
 	if err != nil {
 		p.Stop()
@@ -263,19 +230,7 @@ func (r *provisionerRun) settledRSS(ctx context.Context) int64 {
 
 // currentRSS reads RssAnon in bytes: the memory a container's limit is about
 // (the binary's own pages, RssFile, are page cache the kernel can drop).
-func currentRSS(pid int) int64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "RssAnon:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
+func currentRSS(pid int) int64 { return procStatusBytes(pid, "RssAnon:") }
 
 const templateClaim = "template-claim"
 
@@ -380,15 +335,6 @@ func copyPairs(ctx context.Context, client kubernetes.Interface, tmplPVC *v1.Per
 		}
 		return bound >= n+1, nil
 	})
-}
-
-// loadAvg is the host's 1-minute load average, to read figures against.
-func loadAvg() string {
-	data, _ := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(data)); len(f) > 0 {
-		return f[0]
-	}
-	return "?"
 }
 
 // writeBenchReport keeps a benchmark's figures in bin/bench for the notes.

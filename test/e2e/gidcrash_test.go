@@ -225,7 +225,7 @@ func waitRecord(t *testing.T, share, claim string) dirvol.Meta {
 	return rec
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -7,12 +7,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
-	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -100,7 +98,7 @@ storageClasses:
     isDefaultClass: true
     parameters: {backend: nfs, server: nfs.example.com, share: /export}
 `, n.KubeletRoot))
-		if err := waitRegistered(t.Context(), c, n); err != nil {
+		if err := scenario.WaitRegistered(t.Context(), c, n, 2*time.Minute); err != nil {
 			t.Fatal(err)
 		}
 		// No storageClassName: the chart's isDefaultClass picks helm-csi.
@@ -156,24 +154,6 @@ storageClasses:
 			t.Errorf("ClusterRoles left after helm uninstall: %v", roles.Items)
 		}
 	})
-}
-
-// waitRegistered waits until the kubelet lists carve.csi.dev in the node's
-// CSINode: the registrar found the plugin socket under kubeletDir.
-func waitRegistered(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode) error {
-	err := poll(ctx, 2*time.Minute, func(ctx context.Context) (bool, error) {
-		cn, err := c.Client.StorageV1().CSINodes().Get(ctx, n.Name, metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		return slices.ContainsFunc(cn.Spec.Drivers, func(d storagev1.CSINodeDriver) bool {
-			return d.Name == "carve.csi.dev" && d.NodeID == n.Name
-		}), nil
-	})
-	if err != nil {
-		return fmt.Errorf("CSINode %s never listed carve.csi.dev: %w", n.Name, err)
-	}
-	return nil
 }
 
 // writeThroughClaim creates a namespace, a claim of class (nil: the default

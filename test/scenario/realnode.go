@@ -60,18 +60,7 @@ func RealImages(dir string) (tars []string, tag string, err error) {
 //     variant (--mount-map plus the hostPath), which deploy's node.yaml
 //     ships commented out.
 func RealOverlay(dir, repo, share, tag string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	base, err := filepath.Rel(dir, filepath.Join(repo, "deploy/csi-driver"))
-	if err != nil {
-		return err
-	}
-	k := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources:
-  - %[1]s
-images:
+	return writeOverlay(dir, repo, "deploy/csi-driver", `images:
   - {name: ghcr.io/carve-csi/carve-csi-controller, newTag: %[2]q}
   - {name: ghcr.io/carve-csi/carve-csi-node, newTag: %[2]q}
   - {name: registry.k8s.io/sig-storage/csi-provisioner, newName: ghcr.io/carve-csi/csi-provisioner}
@@ -95,7 +84,21 @@ patches:
       - op: add
         path: /spec/template/spec/volumes/-
         value: {name: nfs-share, hostPath: {path: %[3]q, type: Directory}}
-`, base, tag, share)
+`, tag, share)
+}
+
+// writeOverlay writes dir/kustomization.yaml: the kustomization of
+// repo/base (relative to dir), followed by body, a format whose %[2]s is the
+// images' tag and %[3]s the share's directory.
+func writeOverlay(dir, repo, base, body, tag, share string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	rel, err := filepath.Rel(dir, filepath.Join(repo, base))
+	if err != nil {
+		return err
+	}
+	k := fmt.Sprintf("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - %[1]s\n"+body, rel, tag, share)
 	return os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644)
 }
 
@@ -147,7 +150,14 @@ func deployOverlay(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode,
 	if err != nil {
 		return fmt.Errorf("DaemonSet carve-csi-fuse never Ready: %w", err)
 	}
-	err = wait.PollUntilContextTimeout(ctx, time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
+	return WaitRegistered(ctx, c, n, time.Minute)
+}
+
+// WaitRegistered waits until the kubelet lists carve.csi.dev in the node's
+// CSINode: the registrar found the plugin socket under the kubelet's
+// directory.
+func WaitRegistered(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode, timeout time.Duration) error {
+	err := wait.PollUntilContextTimeout(ctx, time.Second, timeout, true, func(ctx context.Context) (bool, error) {
 		cn, err := c.Client.StorageV1().CSINodes().Get(ctx, n.Name, metav1.GetOptions{})
 		if err != nil {
 			return false, nil
@@ -220,18 +230,7 @@ func SkipOrFailReal(t testing.TB, msg string) {
 // nfs-share volume (in-tree NFS, which this kernel cannot mount) becomes a
 // hostPath of the directory standing in for the export.
 func RealProvisionerOverlay(dir, repo, share, tag string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	base, err := filepath.Rel(dir, filepath.Join(repo, "deploy/provisioner"))
-	if err != nil {
-		return err
-	}
-	k := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources:
-  - %[1]s
-images:
+	return writeOverlay(dir, repo, "deploy/provisioner", `images:
   - {name: ghcr.io/carve-csi/carve-provisioner, newTag: %[2]q}
 patches:
   - target: {kind: Deployment, name: carve-provisioner}
@@ -242,8 +241,7 @@ patches:
       - op: replace
         path: /spec/template/spec/volumes/0
         value: {name: nfs-share, hostPath: {path: %[3]q, type: Directory}}
-`, base, tag, share)
-	return os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644)
+`, tag, share)
 }
 
 // DeployRealProvisioner applies deploy/provisioner through

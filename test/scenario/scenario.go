@@ -174,19 +174,25 @@ func (e *Env) StartProvisioner(ctx context.Context) error {
 			return err
 		}
 	}
-	return e.poll(ctx, "provisioner /readyz", time.Minute, func(ctx context.Context) (bool, error) {
-		select {
-		case <-p.Done():
-			return false, fmt.Errorf("provisioner exited: %v (log %s)", p.Err(), p.LogPath)
-		default:
-		}
-		resp, err := http.Get("http://" + health + "/readyz")
-		if err != nil {
-			return false, nil
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
+	return e.poll(ctx, "provisioner /readyz", time.Minute, func(context.Context) (bool, error) {
+		return Ready(p, health)
 	})
+}
+
+// Ready says whether the provisioner process p answers ready on its
+// --health-address health; an exited process is an error.
+func Ready(p *cluster.Process, health string) (bool, error) {
+	select {
+	case <-p.Done():
+		return false, fmt.Errorf("provisioner exited: %v (log %s)", p.Err(), p.LogPath)
+	default:
+	}
+	resp, err := http.Get("http://" + health + "/readyz")
+	if err != nil {
+		return false, nil
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK, nil
 }
 
 // Run is the whole story, step by step. It returns at the first broken promise.
