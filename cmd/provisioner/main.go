@@ -49,15 +49,17 @@ func main() {
 		fmt.Fprintln(os.Stderr, "--threadiness, --kube-api-qps and --kube-api-burst must be positive")
 		os.Exit(2)
 	}
-	if len(cfg.MountMap) == 0 && cfg.MountsDir == "" {
-		fmt.Fprintln(os.Stderr, "no way to reach a share: give --mount-map SERVER:SHARE=LOCALPATH or --mounts-dir DIR")
-		os.Exit(2)
-	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logger := klog.FromContext(ctx)
 	ctx = klog.NewContext(ctx, logger)
+	if len(cfg.MountMap) == 0 && cfg.MountsDir == "" {
+		// deploy/provisioner as shipped: it runs, and every claim of a class
+		// naming a share fails with an event that says which flag is missing.
+		logger.Info("WARNING: no share configured (--mount-map SERVER:SHARE=LOCALPATH or --mounts-dir DIR): "+
+			"only Gluster classes in mode volume can provision; deploy/examples adds a share")
+	}
 
 	client, err := kubeclient.New(*kubeconfig, "carve-provisioner", float32(*qps), *burst)
 	if err != nil {

@@ -99,7 +99,9 @@ func (r *Resolver) LocalPath(ctx context.Context, servers []string, share, sourc
 		return p, nil
 	}
 	if r.MountsDir == "" || r.Mounter == nil {
-		return "", fmt.Errorf("%s: %w (add --mount-map %s=LOCALPATH or --mounts-dir)", Key(servers[0], share), ErrNoMount, Key(servers[0], share))
+		// Callers name the share first.
+		return "", fmt.Errorf("%w (add --mount-map %s=LOCALPATH with the share mounted at LOCALPATH, as deploy/examples do, or --mounts-dir)",
+			ErrNoMount, Key(servers[0], share))
 	}
 	sum := sha256.Sum256([]byte(fstype + "\x00" + source))
 	target := filepath.Join(r.MountsDir, fstype+"-"+hex.EncodeToString(sum[:8]))

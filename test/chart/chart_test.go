@@ -36,6 +36,8 @@ type valueCase struct {
 var cases = []valueCase{
 	{name: "default", values: ``, check: checkDefault},
 	{name: "provisioner", values: `mode: provisioner`, check: checkProvisioner},
+	{name: "csi-nfs", values: exampleValues("csi-nfs"), check: checkNFSExample},
+	{name: "provisioner-nfs", values: exampleValues("provisioner-nfs"), check: checkProvisionerNFSExample},
 	{name: "gluster", values: `
 shares:
   nfs:
@@ -125,6 +127,17 @@ shares:
     - {name: nfs, server: nfs.example.com, share: /export, hostPath: /mnt/carve/nfs, nodeHostPath: /mnt/carve/nfs}
 fuse: {enabled: false}
 `, check: checkMappedShare},
+}
+
+// exampleValues reads charts/carve/examples/name.yaml, which README and
+// docs/helm.md show and TestChartMatchesDeploy compares with
+// deploy/examples/name.
+func exampleValues(name string) string {
+	b, err := os.ReadFile(filepath.Join("..", "..", Dir, "examples", name+".yaml"))
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
 }
 
 // rendered is one case's output.
@@ -456,19 +469,34 @@ func checkDefault(t *testing.T, r *rendered) {
 	if want := "ghcr.io/carve-csi/carve-csi-controller:" + r.appVersion; carve.Image != want {
 		t.Errorf("controller image %s, want %s (the chart's appVersion)", carve.Image, want)
 	}
-	wantArgs(t, carve, "--mount-map", "nfs.example.com:/export=/shares/nfs")
-	if v := volume(t, ctl, "nfs-share"); v.NFS == nil || v.NFS.Server != "nfs.example.com" || v.NFS.Path != "/export" {
-		t.Errorf("controller's share volume %+v, want nfs nfs.example.com:/export", v.VolumeSource)
+	// No share and no class, as deploy/csi-driver: nothing waits for a
+	// placeholder server.
+	wantArgs(t, carve, "--mount-map")
+	if got := names(r.ofKind("StorageClass")); got != "" {
+		t.Errorf("StorageClasses %s by default, want none (deploy/csi-driver has none)", got)
+	}
+	if len(ctl.Volumes) != 1 || ctl.Volumes[0].Name != "socket-dir" {
+		t.Errorf("controller volumes %+v by default, want only socket-dir", ctl.Volumes)
 	}
 	node := &daemonSet(t, r, "carve-csi-node").Spec.Template.Spec
 	wantArgs(t, container(t, node, "carve"), "--mount-map")
 	wantArgs(t, container(t, node, "node-driver-registrar"), "--kubelet-registration-path", "/var/lib/kubelet/plugins/carve.csi.dev/csi.sock")
-	if got := names(r.ofKind("StorageClass")); got != "carve-nfs-csi,carve-gluster" {
-		t.Errorf("StorageClasses %s, want deploy/csi-driver's carve-nfs-csi,carve-gluster", got)
+}
+
+// checkNFSExample: charts/carve/examples/csi-nfs.yaml maps the export into
+// the controller through an nfs pod volume and makes its class.
+func checkNFSExample(t *testing.T, r *rendered) {
+	ctl := &deployment(t, r, "carve-csi-controller").Spec.Template.Spec
+	wantArgs(t, container(t, ctl, "carve"), "--mount-map", "nfs.example.com:/export=/shares/nfs")
+	if v := volume(t, ctl, "nfs-share"); v.NFS == nil || v.NFS.Server != "nfs.example.com" || v.NFS.Path != "/export" {
+		t.Errorf("controller's share volume %+v, want nfs nfs.example.com:/export", v.VolumeSource)
+	}
+	if got := names(r.ofKind("StorageClass")); got != "carve-nfs-csi" {
+		t.Errorf("StorageClasses %s, want carve-nfs-csi", got)
 	}
 	for _, o := range r.ofKind("StorageClass") {
 		if _, ok := o.GetAnnotations()["storageclass.kubernetes.io/is-default-class"]; ok {
-			t.Errorf("StorageClass %s is the default class by default", o.GetName())
+			t.Errorf("StorageClass %s is the default class without isDefaultClass", o.GetName())
 		}
 	}
 }
@@ -492,17 +520,32 @@ func checkProvisioner(t *testing.T, r *rendered) {
 	if want := "ghcr.io/carve-csi/carve-provisioner:" + r.appVersion; c.Image != want {
 		t.Errorf("provisioner image %s, want %s", c.Image, want)
 	}
-	wantArgs(t, c, "--mount-map", "nfs.example.com:/export=/shares/nfs")
+	wantArgs(t, c, "--mount-map")
 	wantArgs(t, c, "--leader-elect")
+	if got := names(r.ofKind("StorageClass")); got != "" {
+		t.Errorf("StorageClasses %s by default, want none (deploy/provisioner has none)", got)
+	}
+	if len(p.Volumes) != 0 {
+		t.Errorf("provisioner volumes %+v by default, want none", p.Volumes)
+	}
+	if r.find("Role", "carve-provisioner-leader-election") == nil {
+		t.Error("no leader election Role")
+	}
+}
+
+// checkProvisionerNFSExample: charts/carve/examples/provisioner-nfs.yaml.
+func checkProvisionerNFSExample(t *testing.T, r *rendered) {
+	p := &deployment(t, r, "carve-provisioner").Spec.Template.Spec
+	wantArgs(t, container(t, p, "provisioner"), "--mount-map", "nfs.example.com:/export=/shares/nfs")
+	if v := volume(t, p, "nfs-share"); v.NFS == nil || v.NFS.Server != "nfs.example.com" || v.NFS.Path != "/export" {
+		t.Errorf("provisioner's share volume %+v, want nfs nfs.example.com:/export", v.VolumeSource)
+	}
 	if names(r.ofKind("StorageClass")) != "carve-nfs" {
-		t.Errorf("StorageClasses %s, want deploy/provisioner's carve-nfs", names(r.ofKind("StorageClass")))
+		t.Errorf("StorageClasses %s, want carve-nfs", names(r.ofKind("StorageClass")))
 	}
 	sc := typed[storagev1.StorageClass](t, r, "StorageClass", "carve-nfs")
 	if sc.AllowVolumeExpansion != nil && *sc.AllowVolumeExpansion {
 		t.Error("carve-nfs allows expansion, which the classic provisioner does not do")
-	}
-	if r.find("Role", "carve-provisioner-leader-election") == nil {
-		t.Error("no leader election Role")
 	}
 }
 

@@ -3,9 +3,11 @@ package chart
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -68,10 +70,15 @@ func kustomize(ctx context.Context, t *testing.T, kubectl, dir string) []*unstru
 func TestChartMatchesDeploy(t *testing.T) {
 	repo, helm := helmBin(t)
 	kubectl := kubectlBin(t)
-	for _, m := range []struct{ mode, dir string }{{"csi", "deploy/csi-driver"}, {"provisioner", "deploy/provisioner"}} {
-		t.Run(m.mode, func(t *testing.T) {
+	for _, m := range []struct{ name, values, dir string }{
+		{"csi", "mode: csi", "deploy/csi-driver"},
+		{"provisioner", "mode: provisioner", "deploy/provisioner"},
+		{"csi-nfs", exampleValues("csi-nfs"), "deploy/examples/csi-nfs"},
+		{"provisioner-nfs", exampleValues("provisioner-nfs"), "deploy/examples/provisioner-nfs"},
+	} {
+		t.Run(m.name, func(t *testing.T) {
 			deployed := kustomize(t.Context(), t, kubectl, filepath.Join(repo, m.dir))
-			charted, err := Decode([]byte(render(t, repo, helm, valueCase{name: m.mode, values: "mode: " + m.mode})))
+			charted, err := Decode([]byte(render(t, repo, helm, valueCase{name: m.name, values: m.values})))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -140,8 +147,29 @@ func normalize(o *unstructured.Unstructured) map[string]any {
 			if c["imagePullPolicy"] == "IfNotPresent" && !strings.HasSuffix(image, ":latest") {
 				delete(c, "imagePullPolicy")
 			}
+			// Order means nothing to the flag parser or the kubelet, and
+			// kustomize's patches append or reorder.
+			if args, ok := c["args"].([]any); ok {
+				slices.SortStableFunc(args, func(a, b any) int { return strings.Compare(fmt.Sprint(a), fmt.Sprint(b)) })
+			}
+			sortByName(c, "volumeMounts")
 		}
+		sortByName(map[string]any{"containers": containers}, "containers")
 		_ = unstructured.SetNestedSlice(m, containers, "spec", "template", "spec", "containers")
 	}
+	if spec, ok, _ := unstructured.NestedMap(m, "spec", "template", "spec"); ok {
+		sortByName(spec, "volumes")
+		_ = unstructured.SetNestedMap(m, spec, "spec", "template", "spec")
+	}
 	return m
+}
+
+// sortByName sorts the list obj[field] of named items in place.
+func sortByName(obj map[string]any, field string) {
+	items, _ := obj[field].([]any)
+	slices.SortStableFunc(items, func(a, b any) int {
+		an, _ := a.(map[string]any)["name"].(string)
+		bn, _ := b.(map[string]any)["name"].(string)
+		return strings.Compare(an, bn)
+	})
 }

@@ -13,6 +13,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	v1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -80,13 +81,74 @@ func startRealCSI(t *testing.T) (*cluster.Cluster, *cluster.RealNode, string) {
 	return c, n, share
 }
 
-// TestRealNodeStatefulSetNFS is the StatefulSet story on the real node.
+// TestRealNodeStatefulSetNFS is the StatefulSet story on the real node. It
+// first applies deploy/csi-driver as shipped (images aside), which names no
+// share: every pod must become Ready, and a claim of a class naming a share
+// the controller does not map must fail with an event that says what to add.
+// Then deploy/examples/csi-nfs adds the share and the story runs.
 func TestRealNodeStatefulSetNFS(t *testing.T) {
-	c, _, share := startRealCSI(t)
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, n, tag := scenario.StartRealNode(t, repo, cluster.RealNodeOptions{})
+	t.Cleanup(func() { dumpPods(t, c, "carve-system") })
 	ctx := t.Context()
+	t0 := time.Now()
+	if err := scenario.DeployRealBase(ctx, c, n, repo, tag); err != nil {
+		t.Fatalf("deploy/csi-driver as shipped: %v", err)
+	}
+	t.Logf("deploy/csi-driver as shipped: every pod Ready, node plugin registered, in %s", time.Since(t0).Round(time.Second))
+	unmappedShare(t, c)
+	share, err := n.SharedDir("export")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 = time.Now()
+	if err := scenario.DeployRealCSI(ctx, c, n, repo, share, tag); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("deploy/examples/csi-nfs applied over it, in %s", time.Since(t0).Round(time.Second))
 	s := &realStory{t: t, c: c, ns: "web", share: share, class: "carve-nfs-csi"}
 	t.Cleanup(func() { dumpPods(t, c, s.ns) })
 	s.run(ctx)
+}
+
+// unmappedShare: a claim of a class naming a share the controller does not
+// map gets a ProvisioningFailed event naming the share and the flag to add,
+// and no PV.
+func unmappedShare(t *testing.T, c *cluster.Cluster) {
+	ctx := t.Context()
+	const ns, class = "unmapped", "carve-unmapped"
+	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sc := &storagev1.StorageClass{
+		ObjectMeta:  metav1.ObjectMeta{Name: class},
+		Provisioner: "carve.csi.dev",
+		Parameters:  map[string]string{"backend": "nfs", "server": "nfs.example.com", "share": "/export"},
+	}
+	if _, err := c.Client.StorageV1().StorageClasses().Create(ctx, sc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	createClaim(t, c.Client, ns, "data", class)
+	err := poll(ctx, 2*time.Minute, claimEvent(c.Client, ns, "data", "ProvisioningFailed",
+		"nfs.example.com:/export", "share is not mapped", "--mount-map nfs.example.com:/export=LOCALPATH"))
+	if err != nil {
+		logEvents(t, c.Client, ns, "data")
+		t.Fatalf("no ProvisioningFailed event naming the unmapped share: %v", err)
+	}
+	pvc, err := c.Client.CoreV1().PersistentVolumeClaims(ns).Get(ctx, "data", metav1.GetOptions{})
+	if err != nil || pvc.Spec.VolumeName != "" {
+		t.Fatalf("claim on an unmapped share: %v, volume %q", err, pvc.Spec.VolumeName)
+	}
+	logEvents(t, c.Client, ns, "data")
+	if err := c.Client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Client.StorageV1().StorageClasses().Delete(ctx, class, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 type realStory struct {

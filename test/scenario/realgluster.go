@@ -31,8 +31,8 @@ type RealGluster struct {
 const GlusterShareInController = "/shares/gluster"
 
 // DeployRealGluster deploys deploy/csi-driver like DeployRealCSI (the NFS
-// overlay stays: both shipped StorageClasses work), plus what a user adds
-// for Gluster as the manifests' comments say: the controller maps
+// overlay stays: both StorageClasses work), plus what
+// deploy/examples/csi-gluster adds for Gluster: the controller maps
 // HOST:VOLUME to its FUSE mount of the volume (hostPath) and runs the
 // gluster CLI against glusterd's socket (executor local, hostPath), and the
 // carve-gluster StorageClass names the host and volume. The node plugin
@@ -57,10 +57,19 @@ func DeployRealGluster(ctx context.Context, c *cluster.Cluster, n *cluster.RealN
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
+	// deploy/examples/csi-gluster's class, with this pool's host and volume.
+	class, err := os.ReadFile(filepath.Join(repo, "deploy/examples/csi-gluster/storageclass.yaml"))
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "storageclass.yaml"), class, 0o644); err != nil {
+		return err
+	}
 	k := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
   - ../overlay
+  - storageclass.yaml
 patches:
   - target: {kind: Deployment, name: carve-csi-controller}
     patch: |

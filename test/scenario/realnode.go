@@ -47,32 +47,21 @@ func RealImages(dir string) (tars []string, tag string, err error) {
 	return tars, tag, nil
 }
 
-// RealOverlay writes the test overlay of deploy/csi-driver into dir. It
-// changes:
+// RealOverlay writes the test overlay of deploy/examples/csi-nfs
+// (deploy/csi-driver with one NFS export) into dir. It changes:
 //   - images: carve's own at the tag make images built; csi-provisioner
 //     built from source (module proxy); carve-registrar,
 //     carve-livenessprobe and carve-resizer, carve's stand-ins for
 //     node-driver-registrar, livenessprobe and csi-resizer, which the module
 //     proxy does not serve;
-//   - the share: the controller's nfs-share volume (in-tree NFS, which this
+//   - the share: the example's nfs-share volume (in-tree NFS, which this
 //     kernel cannot mount) becomes a hostPath of the directory standing in
 //     for the export, and the node plugin gets the documented mapped-share
 //     variant (--mount-map plus the hostPath), which deploy's node.yaml
 //     ships commented out.
 func RealOverlay(dir, repo, share, tag string) error {
-	return writeOverlay(dir, repo, "deploy/csi-driver", `images:
-  - {name: ghcr.io/carve-csi/carve-csi-controller, newTag: %[2]q}
-  - {name: ghcr.io/carve-csi/carve-csi-node, newTag: %[2]q}
-  - {name: registry.k8s.io/sig-storage/csi-provisioner, newName: ghcr.io/carve-csi/csi-provisioner}
-  - {name: registry.k8s.io/sig-storage/csi-node-driver-registrar, newName: ghcr.io/carve-csi/carve-registrar, newTag: %[2]q}
-  - {name: registry.k8s.io/sig-storage/livenessprobe, newName: ghcr.io/carve-csi/carve-livenessprobe, newTag: %[2]q}
-  - {name: registry.k8s.io/sig-storage/csi-resizer, newName: ghcr.io/carve-csi/carve-resizer, newTag: %[2]q}
-patches:
-  - target: {kind: Deployment, name: carve-csi-controller}
-    patch: |
-      - op: replace
-        path: /spec/template/spec/volumes/1
-        value: {name: nfs-share, hostPath: {path: %[3]q, type: Directory}}
+	return writeOverlay(dir, repo, "deploy/examples/csi-nfs", csiImages+`patches:
+`+hostPathShare("carve-csi-controller")+`
   - target: {kind: DaemonSet, name: carve-csi-node}
     patch: |
       - op: add
@@ -85,6 +74,41 @@ patches:
         path: /spec/template/spec/volumes/-
         value: {name: nfs-share, hostPath: {path: %[3]q, type: Directory}}
 `, tag, share)
+}
+
+// csiImages is the overlays' images section for deploy/csi-driver (see
+// RealOverlay); %[2]s is the tag make images built.
+const csiImages = `images:
+  - {name: ghcr.io/carve-csi/carve-csi-controller, newTag: %[2]q}
+  - {name: ghcr.io/carve-csi/carve-csi-node, newTag: %[2]q}
+  - {name: registry.k8s.io/sig-storage/csi-provisioner, newName: ghcr.io/carve-csi/csi-provisioner}
+  - {name: registry.k8s.io/sig-storage/csi-node-driver-registrar, newName: ghcr.io/carve-csi/carve-registrar, newTag: %[2]q}
+  - {name: registry.k8s.io/sig-storage/livenessprobe, newName: ghcr.io/carve-csi/carve-livenessprobe, newTag: %[2]q}
+  - {name: registry.k8s.io/sig-storage/csi-resizer, newName: ghcr.io/carve-csi/carve-resizer, newTag: %[2]q}
+`
+
+// RealBaseOverlay writes the test overlay of deploy/csi-driver as shipped,
+// with no share: only the images change (as in RealOverlay).
+func RealBaseOverlay(dir, repo, tag string) error {
+	return writeOverlay(dir, repo, "deploy/csi-driver", csiImages, tag, "")
+}
+
+// hostPathShare is a kustomize patch turning the nfs-share volume of
+// Deployment name (an nfs pod volume in deploy/examples) into a hostPath of
+// the overlay's share, %[3]s: the volume is matched by name, whatever its
+// place in the list.
+func hostPathShare(name string) string {
+	return `  - target: {kind: Deployment, name: ` + name + `}
+    patch: |
+      apiVersion: apps/v1
+      kind: Deployment
+      metadata: {name: ` + name + `}
+      spec:
+        template:
+          spec:
+            volumes:
+              - {name: nfs-share, nfs: null, hostPath: {path: %[3]q, type: Directory}}
+`
 }
 
 // writeOverlay writes dir/kustomization.yaml: the kustomization of
@@ -109,6 +133,16 @@ func writeOverlay(dir, repo, base, body, tag, share string) error {
 func DeployRealCSI(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode, repo, share, tag string) error {
 	overlay := filepath.Join(n.Dir, "overlay")
 	if err := RealOverlay(overlay, repo, share, tag); err != nil {
+		return err
+	}
+	return deployOverlay(ctx, c, n, overlay)
+}
+
+// DeployRealBase applies deploy/csi-driver as shipped (RealBaseOverlay:
+// images only, no share) on a real node and waits as DeployRealCSI does.
+func DeployRealBase(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode, repo, tag string) error {
+	overlay := filepath.Join(n.Dir, "overlay-base")
+	if err := RealBaseOverlay(overlay, repo, tag); err != nil {
 		return err
 	}
 	return deployOverlay(ctx, c, n, overlay)
@@ -224,24 +258,17 @@ func SkipOrFailReal(t testing.TB, msg string) {
 	t.Skip(msg)
 }
 
-// RealProvisionerOverlay writes the test overlay of deploy/provisioner (the
-// classic provisioner) into dir. Like RealOverlay it changes only the image
+// RealProvisionerOverlay writes the test overlay of
+// deploy/examples/provisioner-nfs (deploy/provisioner, the classic
+// provisioner, with one NFS export) into dir. Like RealOverlay it changes only the image
 // (carve-provisioner at the tag make images built) and the share: the
 // nfs-share volume (in-tree NFS, which this kernel cannot mount) becomes a
 // hostPath of the directory standing in for the export.
 func RealProvisionerOverlay(dir, repo, share, tag string) error {
-	return writeOverlay(dir, repo, "deploy/provisioner", `images:
+	return writeOverlay(dir, repo, "deploy/examples/provisioner-nfs", `images:
   - {name: ghcr.io/carve-csi/carve-provisioner, newTag: %[2]q}
 patches:
-  - target: {kind: Deployment, name: carve-provisioner}
-    patch: |
-      - op: test
-        path: /spec/template/spec/volumes/0/name
-        value: nfs-share
-      - op: replace
-        path: /spec/template/spec/volumes/0
-        value: {name: nfs-share, hostPath: {path: %[3]q, type: Directory}}
-`, tag, share)
+`+hostPathShare("carve-provisioner"), tag, share)
 }
 
 // DeployRealProvisioner applies deploy/provisioner through
