@@ -61,7 +61,7 @@ func main() {
 	if cfg.Mode.Controller() && len(cfg.MountMap) == 0 && cfg.MountsDir == "" {
 		// deploy/csi-driver as shipped: it runs, and every claim of a class
 		// naming a share fails with an event that says which flag is missing.
-		logger.Info("WARNING: no share configured (--mount-map SERVER:SHARE=LOCALPATH or --mounts-dir DIR): "+
+		logger.Info("WARNING: no share configured (--mount-map SERVER:SHARE=LOCALPATH or --mounts-dir DIR): " +
 			"only Gluster classes in mode volume can provision; deploy/examples adds a share")
 	}
 

@@ -57,7 +57,7 @@ func main() {
 	if len(cfg.MountMap) == 0 && cfg.MountsDir == "" {
 		// deploy/provisioner as shipped: it runs, and every claim of a class
 		// naming a share fails with an event that says which flag is missing.
-		logger.Info("WARNING: no share configured (--mount-map SERVER:SHARE=LOCALPATH or --mounts-dir DIR): "+
+		logger.Info("WARNING: no share configured (--mount-map SERVER:SHARE=LOCALPATH or --mounts-dir DIR): " +
 			"only Gluster classes in mode volume can provision; deploy/examples adds a share")
 	}
 
