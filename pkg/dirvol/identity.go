@@ -105,6 +105,15 @@ func (s *Share) verify(fd int, write bool) error {
 					"if this directory is the exported directory itself, create an empty %s/%s to declare it",
 					ErrShareUnverified, s.root, identityFile, s.root, identityFile)
 			}
+			// A hostPath of the node's mount of the share is a bind mount
+			// (a mount point in the container) even when the node's mount
+			// is missing: then it is a directory of the node's own disk.
+			if fsType, remote, err := shareFS(fd); err != nil || !remote {
+				return fmt.Errorf("%w: %s is a mount of a local filesystem (%s), not of a network share, and holds no %s: "+
+					"if the node's mount of the share is missing (a hostPath of it), mount it; "+
+					"if this local filesystem is the share itself, create an empty %s/%s to declare it",
+					ErrShareUnverified, s.root, fsTypeOrErr(fsType, err), identityFile, s.root, identityFile)
+			}
 		}
 		if !write {
 			return nil // a mount point: read, but remember nothing yet
@@ -115,6 +124,59 @@ func (s *Share) verify(fd int, write bool) error {
 	}
 	s.seen = seen{id: id.ID, dev: st.Dev, ino: st.Ino}
 	return nil
+}
+
+// networkFS names the filesystems a share is served by (statfs f_type):
+// network filesystems and FUSE (GlusterFS, and other FUSE clients of a
+// server). A mount of anything else needs a declared identity.
+var networkFS = map[int64]string{
+	unix.NFS_SUPER_MAGIC:   "nfs",
+	unix.FUSE_SUPER_MAGIC:  "fuse",
+	unix.CIFS_SUPER_MAGIC:  "cifs",
+	unix.SMB2_SUPER_MAGIC:  "smb2",
+	unix.SMB_SUPER_MAGIC:   "smb",
+	unix.CEPH_SUPER_MAGIC:  "ceph",
+	unix.V9FS_MAGIC:        "9p",
+	unix.AFS_FS_MAGIC:      "afs",
+	unix.AFS_SUPER_MAGIC:   "afs",
+	unix.OCFS2_SUPER_MAGIC: "ocfs2",
+	0x01161970:             "gfs2",
+	0x0bd00bd0:             "lustre",
+	0x47504653:             "gpfs",
+}
+
+// shareFS reports the filesystem type of the open directory fd and whether
+// a share may be served by it (networkFS). A variable for the identity
+// tests, which have no network filesystem to mount.
+var shareFS = func(fd int) (string, bool, error) {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(fd, &st); err != nil {
+		return "", false, fmt.Errorf("statfs: %w", err)
+	}
+	if name, ok := networkFS[int64(st.Type)]; ok {
+		return name, true, nil
+	}
+	if name, ok := localFS[int64(st.Type)]; ok {
+		return name, false, nil
+	}
+	return fmt.Sprintf("type %#x", st.Type), false, nil
+}
+
+// localFS names common local filesystems, for the message only.
+var localFS = map[int64]string{
+	unix.EXT4_SUPER_MAGIC:      "ext4",
+	unix.XFS_SUPER_MAGIC:       "xfs",
+	unix.BTRFS_SUPER_MAGIC:     "btrfs",
+	unix.OVERLAYFS_SUPER_MAGIC: "overlay",
+	unix.TMPFS_MAGIC:           "tmpfs",
+	0x2fc12fc1:                 "zfs",
+}
+
+func fsTypeOrErr(fsType string, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	return fsType
 }
 
 // readIdentity returns nil when there is no identity file, and an identity

@@ -1,8 +1,10 @@
 package dirvol
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -35,6 +37,10 @@ func TestIdentityRace(t *testing.T) {
 					t.Fatal(err)
 				}
 				t.Cleanup(func() { _ = syscall.Unmount(root, syscall.MNT_DETACH) })
+				// The bind mount stands in for an NFS mount, which this
+				// kernel cannot make (TestLocalMountRefused: a real bind
+				// mount of a local directory is refused).
+				asNetworkFS(t)
 			}
 			const n = 32
 			shares := make([]*Share, n)
@@ -84,5 +90,46 @@ func TestIdentityRace(t *testing.T) {
 				t.Errorf("files beside the identity: %v", leftovers)
 			}
 		})
+	}
+}
+
+// asNetworkFS makes shareFS call every filesystem a network share for the
+// rest of the test.
+func asNetworkFS(t *testing.T) {
+	orig := shareFS
+	shareFS = func(int) (string, bool, error) { return "nfs", true, nil }
+	t.Cleanup(func() { shareFS = orig })
+}
+
+// TestLocalMountRefused: a share seen for the first time on a mount of a
+// local filesystem, as a hostPath of the node's mount of the export is when
+// that mount is missing, is refused and nothing is written there; declared,
+// it is accepted.
+func TestLocalMountRefused(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root for a bind mount")
+	}
+	root := filepath.Join(t.TempDir(), "share")
+	if err := os.Mkdir(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount(root, root, "", syscall.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(root, syscall.MNT_DETACH) })
+	s := &Share{root: root}
+	err := s.Verify()
+	if !errors.Is(err, ErrShareUnverified) || !strings.Contains(err.Error(), "a mount of a local filesystem") {
+		t.Fatalf("Verify on a bind mount of a local directory = %v, want %v naming the local filesystem", err, ErrShareUnverified)
+	}
+	t.Log(err)
+	if entries, _ := os.ReadDir(root); len(entries) != 0 {
+		t.Fatalf("%d entries written to the refused share (first %s)", len(entries), entries[0].Name())
+	}
+	if err := Declare(root); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Verify(); err != nil {
+		t.Fatalf("Verify of the declared share: %v", err)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 
 	"github.com/carve-csi/carve/internal/hostlock"
+	"github.com/carve-csi/carve/pkg/dirvol"
 )
 
 // ErrNoRealNode is wrapped by AddRealNode's error when this host cannot run a
@@ -502,6 +503,13 @@ func (n *RealNode) SharedDir(name string) (string, error) {
 	if err := syscall.Mount("", p, "", syscall.MS_SHARED|syscall.MS_REC, ""); err != nil {
 		_ = syscall.Unmount(p, 0)
 		return "", fmt.Errorf("make %s rshared: %w", p, err)
+	}
+	// A local directory standing in for the export: declared, as an
+	// administrator declares a local share (carve accepts a mount of a
+	// local filesystem as a share only then).
+	if err := dirvol.Declare(p); err != nil {
+		_ = syscall.Unmount(p, 0)
+		return "", err
 	}
 	return p, nil
 }
