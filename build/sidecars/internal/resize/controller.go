@@ -54,7 +54,7 @@ type Controller struct {
 // New sets up the informers and the queue; Run starts them.
 func New(o Options) (*Controller, error) {
 	c := &Controller{o: o}
-	c.factory = informers.NewSharedInformerFactory(o.Client, o.Resync)
+	c.factory = informers.NewSharedInformerFactoryWithOptions(o.Client, o.Resync, informers.WithTransform(dropManagedFields))
 	pvcInf := c.factory.Core().V1().PersistentVolumeClaims()
 	pvInf := c.factory.Core().V1().PersistentVolumes()
 	c.claims, c.volumes = pvcInf.Lister(), pvInf.Lister()
@@ -85,6 +85,17 @@ func New(o Options) (*Controller, error) {
 		return nil, fmt.Errorf("volume informer: %w", err)
 	}
 	return c, nil
+}
+
+// dropManagedFields keeps cached claims and PVs without their managedFields
+// (one entry per writer), which the resizer never reads: every PV and claim
+// of the cluster is cached. Patches are computed between two copies of one
+// cached object, so the missing field is in neither and never sent.
+func dropManagedFields(obj any) (any, error) {
+	if o, ok := obj.(metav1.Object); ok {
+		o.SetManagedFields(nil)
+	}
+	return obj, nil
 }
 
 func (c *Controller) enqueue(obj any) {
