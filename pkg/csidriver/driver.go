@@ -213,20 +213,14 @@ func Run(ctx context.Context, cfg Config) error {
 			logger.Info("WARNING: the cluster view only sees CSI PersistentVolumes of driver "+kubeview.DriverName+
 				"; live-volume checks miss this driver's PVs", "driver", cfg.Name)
 		}
-		factory := kubeview.NewInformerFactory(cfg.KubeClient, 15*time.Minute)
-		view, err := kubeview.NewClusterView(
-			factory.Core().V1().PersistentVolumes().Informer(),
-			factory.Core().V1().PersistentVolumeClaims().Informer())
-		if err != nil {
-			return err
-		}
-		factory.Start(ctx.Done())
-		defer factory.Shutdown()
-		logger.Info("Waiting for the PersistentVolume and claim caches")
-		for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
-			if !ok {
-				return fmt.Errorf("cache of %v did not sync: %w", typ, context.Cause(ctx))
-			}
+		// The view's informers start with the first call that needs them
+		// (lazyView): a standby replica gets none. Readiness still needs
+		// the rights to build it.
+		view := newLazyView(ctx, cfg.KubeClient, 15*time.Minute)
+		defer view.shutdown()
+		logger.Info("Waiting until PersistentVolumes and claims can be listed")
+		if err := view.waitAccess(ctx, 2*time.Second); err != nil {
+			return fmt.Errorf("list PersistentVolumes and claims: %w", err)
 		}
 		cfg.Referrers = view
 	}

@@ -38,7 +38,8 @@ func (s *IdentityServer) GetPluginCapabilities(context.Context, *csi.GetPluginCa
 }
 
 // Probe reports ready once the process serves: the services hold no state
-// that needs warming up, and the cluster view has synced before serving.
+// that needs warming up, and a call that needs the cluster view waits for
+// its sync (lazyView).
 // Unreachable shares show on /readyz instead, because a liveness restart
 // (what livenessprobe does on a failed Probe) would not bring them back.
 func (s *IdentityServer) Probe(context.Context, *csi.ProbeRequest) (*csi.ProbeResponse, error) {

@@ -49,7 +49,8 @@ func (d *Driver) Serve(ctx context.Context) error {
 	d.Register(srv)
 
 	if err := httpserve.Serve(ctx, "health", d.cfg.HealthAddress, httpserve.Health(map[string]httpserve.Check{
-		"shares": d.checkShares,
+		"shares":       d.checkShares,
+		"cluster view": d.checkView,
 	})); err != nil {
 		lis.Close()
 		return fmt.Errorf("--health-address: %w", err)

@@ -246,6 +246,13 @@ func runShipped(b *testing.B, p shippedPath, n int, kcmQPS string) *shippedResul
 			cpu = append(cpu, fmt.Sprintf("%s %.1fs", k, mem.cpu[k].Seconds()))
 		}
 	}
+	if mem != nil {
+		var per []string
+		for _, k := range slices.Sorted(maps.Keys(mem.cpuOf)) {
+			per = append(per, fmt.Sprintf("%s %.1fs", k, mem.cpuOf[k].Seconds()))
+		}
+		b.Logf("%s: CPU per pod/container: %s", p.name, strings.Join(per, ", "))
+	}
 	var rss []string
 	for _, k := range slices.Sorted(maps.Keys(r.peakRSS)) {
 		rss = append(rss, fmt.Sprintf("%s %.0f MiB", k, mib(r.peakRSS[k])))
@@ -271,13 +278,14 @@ func waitLeader(ctx context.Context, b *testing.B, c *cluster.Cluster) {
 		if err != nil {
 			return false, nil
 		}
+		held := false
 		for _, l := range leases.Items {
 			if l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "" {
 				b.Logf("lease %s held by %s", l.Name, *l.Spec.HolderIdentity)
-				return true, nil
+				held = true
 			}
 		}
-		return false, nil
+		return held, nil
 	})
 	if err != nil {
 		b.Logf("no leader elected in carve-system: %v", err)
@@ -295,8 +303,9 @@ type memSampler struct {
 	pods   map[string][]string
 	// targets hold each container's CPU time at the start.
 	targets []memTarget
-	// cpu is the CPU time used per container name (summed over pods).
-	cpu map[string]time.Duration
+	// cpu is the CPU time used per container name (summed over pods),
+	// cpuOf per pod/container: a standby replica's share shows there.
+	cpu, cpuOf map[string]time.Duration
 }
 
 type memTarget struct {
@@ -359,11 +368,12 @@ func (m *memSampler) stop() (map[string]int64, int64, time.Duration) {
 	m.cancel()
 	m.wg.Wait()
 	var cpu int64
-	m.cpu = map[string]time.Duration{}
+	m.cpu, m.cpuOf = map[string]time.Duration{}, map[string]time.Duration{}
 	for _, t := range m.targets {
 		d := cgroupCPU(t.cpuDir) - t.cpu0
 		cpu += d
 		m.cpu[t.container] += time.Duration(d)
+		m.cpuOf[t.pod+"/"+t.container] = time.Duration(d)
 	}
 	var podPeak int64
 	for _, keys := range m.pods {

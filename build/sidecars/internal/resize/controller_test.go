@@ -239,3 +239,46 @@ func TestNotOurs(t *testing.T) {
 		t.Errorf("%d calls for another driver's volume", n)
 	}
 }
+
+// The claim cache holds every claim of the cluster: without their
+// managedFields, while resizes still work. PVs are read, not cached.
+func TestCacheDropsManagedFields(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	ctx, cancel := context.WithCancel(ctx)
+	fields := []metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationApply}}
+	pv, pvc := volume("1Gi"), claim("2Gi", "1Gi")
+	pv.ManagedFields, pvc.ManagedFields = fields, fields
+	client := fake.NewClientset(pv, pvc)
+	exp := &fakeExpander{}
+	c, err := New(Options{Driver: testDriver, Client: client, Expander: exp, Recorder: record.NewFakeRecorder(100),
+		Timeout: time.Second, RetryStart: 10 * time.Millisecond, RetryMax: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx, 1) }()
+	t.Cleanup(func() { cancel(); <-done })
+	err = wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		got, err := client.CoreV1().PersistentVolumes().Get(ctx, "pv-1", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		size := got.Spec.Capacity[v1.ResourceStorage]
+		return size.Cmp(resource.MustParse("2Gi")) == 0, nil
+	})
+	if err != nil {
+		t.Fatalf("volume not expanded: %v", err)
+	}
+	cachedPVC, err := c.claims.PersistentVolumeClaims("ns").Get("data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cachedPVC.ManagedFields != nil {
+		t.Errorf("cached managedFields: %v", cachedPVC.ManagedFields)
+	}
+	for _, a := range client.Actions() {
+		if a.GetResource().Resource == "persistentvolumes" && (a.GetVerb() == "list" || a.GetVerb() == "watch") {
+			t.Errorf("the resizer watches PVs: %s", a.GetVerb())
+		}
+	}
+}

@@ -1,11 +1,13 @@
 package resize
 
 import (
+	"strings"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 )
 
 const testDriver = "carve.csi.dev"
@@ -202,5 +204,13 @@ func TestAccessMode(t *testing.T) {
 	pv.Spec.VolumeMode = &block
 	if vc, _ := VolumeCapability(pv, true); vc.GetBlock() == nil {
 		t.Errorf("block: %v", vc)
+	}
+}
+
+func TestUseProtobuf(t *testing.T) {
+	c := &rest.Config{}
+	useProtobuf(c)
+	if c.ContentType != "application/vnd.kubernetes.protobuf" || !strings.HasPrefix(c.AcceptContentTypes, "application/vnd.kubernetes.protobuf,") {
+		t.Errorf("content type %q, accept %q", c.ContentType, c.AcceptContentTypes)
 	}
 }

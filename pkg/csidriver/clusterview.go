@@ -1,0 +1,173 @@
+package csidriver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+
+	"github.com/carve-csi/carve/pkg/kubeview"
+	"github.com/carve-csi/carve/pkg/volume"
+)
+
+// errNotSynced: a call needed the cluster view before its caches synced.
+var errNotSynced = errors.New("the PersistentVolume and claim caches have not synced")
+
+// lazyView is the cluster view (kubeview.ClusterView) of the controller,
+// started by the first call that needs it. Only the replica whose
+// csi-provisioner leads is sent CreateVolume and DeleteVolume; a standby's
+// informers would only decode every PV and claim update of the cluster
+// (issue 17: as much CPU as the leader's carving). A call waits, within
+// its deadline, until both caches have synced: no directory is handed out
+// or deleted on a partial view.
+type lazyView struct {
+	client kubernetes.Interface
+	resync time.Duration
+
+	mu      sync.Mutex
+	runCtx  context.Context // the process's: the informers run until it ends
+	factory informers.SharedInformerFactory
+	view    *kubeview.ClusterView
+	synced  chan struct{} // closed when both caches have synced
+}
+
+var _ volume.Referrers = (*lazyView)(nil)
+
+func newLazyView(ctx context.Context, client kubernetes.Interface, resync time.Duration) *lazyView {
+	return &lazyView{client: client, resync: resync, runCtx: ctx}
+}
+
+// waitAccess blocks until this process may list PersistentVolumes and
+// claims (the RBAC the view needs), retrying every interval: a replica
+// that could never build its view must not report ready.
+func (l *lazyView) waitAccess(ctx context.Context, interval time.Duration) error {
+	logged := false
+	return wait.PollUntilContextCancel(ctx, interval, true, func(ctx context.Context) (bool, error) {
+		_, err := l.client.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{Limit: 1})
+		if err == nil {
+			_, err = l.client.CoreV1().PersistentVolumeClaims("").List(ctx, metav1.ListOptions{Limit: 1})
+		}
+		if err != nil && !logged {
+			klog.FromContext(ctx).Info("Cannot list PersistentVolumes and claims yet, retrying", "err", err)
+			logged = true
+		}
+		return err == nil, nil
+	})
+}
+
+// start builds and starts the informers once; it returns the channel that
+// closes when they have synced.
+func (l *lazyView) start() (<-chan struct{}, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.synced != nil {
+		return l.synced, nil
+	}
+	factory := kubeview.NewInformerFactory(l.client, l.resync)
+	view, err := kubeview.NewClusterView(
+		factory.Core().V1().PersistentVolumes().Informer(),
+		factory.Core().V1().PersistentVolumeClaims().Informer())
+	if err != nil {
+		return nil, err
+	}
+	l.factory, l.view, l.synced = factory, view, make(chan struct{})
+	log := klog.FromContext(l.runCtx)
+	log.Info("First call that needs the cluster view: starting the PersistentVolume and claim caches")
+	factory.Start(l.runCtx.Done())
+	go func(synced chan struct{}) {
+		t0 := time.Now()
+		for typ, ok := range factory.WaitForCacheSync(l.runCtx.Done()) {
+			if !ok {
+				log.Info("Cache did not sync before shutdown", "type", typ)
+				return
+			}
+		}
+		log.Info("PersistentVolume and claim caches synced", "took", time.Since(t0).Round(time.Millisecond))
+		close(synced)
+	}(l.synced)
+	return l.synced, nil
+}
+
+// get returns the synced view, starting it if needed and waiting for it
+// within ctx.
+func (l *lazyView) get(ctx context.Context) (*kubeview.ClusterView, error) {
+	synced, err := l.start()
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-synced:
+		return l.view, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %w", errNotSynced, context.Cause(ctx))
+	}
+}
+
+// Referrers implements volume.Referrers.
+func (l *lazyView) Referrers(ctx context.Context, location string) ([]volume.Ref, error) {
+	v, err := l.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return v.Referrers(ctx, location)
+}
+
+// Nested implements volume.Referrers.
+func (l *lazyView) Nested(ctx context.Context, location string) ([]volume.Ref, error) {
+	v, err := l.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return v.Nested(ctx, location)
+}
+
+// ready is the /readyz check: not ready while started caches are syncing.
+// Before the first call a replica is ready: waitAccess has shown the view
+// can be built, and the call that builds it waits for the sync.
+func (l *lazyView) ready(context.Context) error {
+	l.mu.Lock()
+	synced := l.synced
+	l.mu.Unlock()
+	if synced == nil {
+		return nil
+	}
+	select {
+	case <-synced:
+		return nil
+	default:
+		return errNotSynced
+	}
+}
+
+// started reports whether a call has started the informers (tests).
+func (l *lazyView) started() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.synced != nil
+}
+
+// shutdown waits for the informers' goroutines after the process's
+// context has ended.
+func (l *lazyView) shutdown() {
+	l.mu.Lock()
+	f := l.factory
+	l.mu.Unlock()
+	if f != nil {
+		f.Shutdown()
+	}
+}
+
+// checkView is the controller's /readyz check of its cluster view.
+func (d *Driver) checkView(ctx context.Context) error {
+	if l, ok := d.cfg.Referrers.(*lazyView); ok {
+		return l.ready(ctx)
+	}
+	return nil
+}
