@@ -40,7 +40,12 @@ type Provisioner struct {
 	recorder record.EventRecorder
 	classes  func() []*storagev1.StorageClass // nil: no overlap warnings
 	warned   sync.Map                         // class pairs already warned about
+	ops      opGate
 }
+
+// Stop refuses further Provision and Delete calls and waits for those in
+// progress, so another replica may take over without overlapping them.
+func (p *Provisioner) Stop() { p.ops.close() }
 
 var _ controller.Provisioner = (*Provisioner)(nil)
 
@@ -92,6 +97,10 @@ func (p *Provisioner) warnOverlaps(claim *v1.PersistentVolumeClaim, class *stora
 
 // Provision carves (or re-attaches) the claim's directory and returns its PV.
 func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOptions) (*v1.PersistentVolume, controller.ProvisioningState, error) {
+	if err := p.ops.enter(); err != nil {
+		return nil, controller.ProvisioningNoChange, err
+	}
+	defer p.ops.leave()
 	claim := opts.PVC
 	logger := klog.FromContext(ctx).WithValues("PVC", klog.KObj(claim), "PV", opts.PVName)
 	ctx = klog.NewContext(ctx, logger)
@@ -191,6 +200,10 @@ func buildPV(opts controller.ProvisionOptions, cfg *params.Config, res *volume.R
 
 // Delete applies the onDelete policy recorded in the PV's volume ID.
 func (p *Provisioner) Delete(ctx context.Context, pv *v1.PersistentVolume) error {
+	if err := p.ops.enter(); err != nil {
+		return err
+	}
+	defer p.ops.leave()
 	logger := klog.FromContext(ctx).WithValues("PV", klog.KObj(pv))
 	ctx = klog.NewContext(ctx, logger)
 	id, ok, err := kubeview.VolumeID(pv)

@@ -76,7 +76,8 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config) error {
 		m.PersistentVolumeDeleteFailedTotal, m.PersistentVolumeDeleteDurationSeconds)
 
 	opts := []func(*controller.ProvisionController) error{
-		controller.LeaderElection(cfg.LeaderElect),
+		// carve elects the leader itself (lead), so a stopping replica hands the Lease over.
+		controller.LeaderElection(false),
 		controller.Threadiness(cfg.Threadiness),
 		controller.ResyncPeriod(cfg.ResyncPeriod),
 		controller.ClaimsInformer(pvcInformer),
@@ -88,9 +89,6 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config) error {
 		// after five failures: the data must never depend on API availability.
 		controller.CreateProvisionedPVLimiter(workqueue.NewTypedItemExponentialFailureRateLimiter[any](time.Second, 5*time.Minute)),
 	}
-	if cfg.LeaderElectNS != "" {
-		opts = append(opts, controller.LeaderElectionNamespace(cfg.LeaderElectNS))
-	}
 	classes := func() []*storagev1.StorageClass {
 		var out []*storagev1.StorageClass
 		for _, o := range classInformer.GetStore().List() {
@@ -100,7 +98,8 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config) error {
 		}
 		return out
 	}
-	pc := controller.NewProvisionController(logger, client, cfg.Name, New(svc, view, recorder).WithClasses(classes), opts...)
+	prov := New(svc, view, recorder).WithClasses(classes)
+	pc := controller.NewProvisionController(logger, client, cfg.Name, prov, opts...)
 
 	mux := httpserve.Health(map[string]httpserve.Check{
 		"synced": httpserve.Synced(map[string]cache.InformerSynced{"PersistentVolume": pvInformer.HasSynced,
@@ -123,7 +122,17 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config) error {
 
 	factory.Start(ctx.Done())
 	logger.Info("Starting carve provisioner", "name", cfg.Name, "threadiness", cfg.Threadiness, "leaderElection", cfg.LeaderElect)
-	pc.Run(ctx)
+	if cfg.LeaderElect {
+		ns := cfg.LeaderElectNS
+		if ns == "" {
+			ns = leaseNamespace()
+		}
+		if err := lead(ctx, client, ns, leaseName(cfg.Name), pc.Run, prov.Stop); err != nil {
+			return err
+		}
+	} else {
+		pc.Run(ctx)
+	}
 	factory.Shutdown()
 	svc.WaitPurges()
 	return nil

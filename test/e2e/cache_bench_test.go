@@ -12,10 +12,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -34,9 +36,12 @@ import (
 // growth per 1000 pairs, and the time from start to ready (a restart). The
 // PVs and claims are copies of one that carve provisioned, bound by the
 // controller-manager, so they carry the fields and managedFields a real
-// cluster's do. BENCH_BASELINE_BIN names another build of cmd/provisioner
-// (an older commit) measured the same way in the same cluster, side by
-// side. It reports figures; it never fails on them.
+// cluster's do. BENCH_BASELINE_BIN names other builds of cmd/provisioner
+// (older commits, comma-separated) measured the same way in the same
+// cluster, side by side. Then each binary is restarted BENCH_RESTARTS
+// (default 4) times with leader election on, as deployed, and one new
+// claim is timed after each restart. It reports figures; it never fails on
+// them.
 func BenchmarkCacheMemory(b *testing.B) {
 	n := 10000
 	if s := os.Getenv("BENCH_CACHE_PVS"); s != "" {
@@ -61,8 +66,10 @@ func BenchmarkCacheMemory(b *testing.B) {
 	if out, err := build.CombinedOutput(); err != nil {
 		b.Fatalf("build cmd/provisioner: %v\n%s", err, out)
 	}
-	if s := os.Getenv("BENCH_BASELINE_BIN"); s != "" {
-		bins = append(bins, struct{ name, path string }{"baseline " + filepath.Base(s), s})
+	for _, s := range strings.Split(os.Getenv("BENCH_BASELINE_BIN"), ",") {
+		if s != "" {
+			bins = append(bins, struct{ name, path string }{"baseline " + filepath.Base(s), s})
+		}
 	}
 	for _, f := range []string{"namespace.yaml", "rbac.yaml"} {
 		if err := c.Apply(ctx, filepath.Join(repo, "deploy/provisioner", f)); err != nil {
@@ -71,7 +78,9 @@ func BenchmarkCacheMemory(b *testing.B) {
 	}
 	client := benchClient(b, c, map[string]string{"backend": "nfs", "server": "bench.local", "share": "/export",
 		"pathPattern": "${pvc.metadata.namespace}/${pvc.metadata.name}"})
-	run := func(bin string) (*provisionerRun, error) { return startBenchProvisioner(b, c, bin, share) }
+	run := func(bin string, args ...string) (*provisionerRun, error) {
+		return startBenchProvisioner(b, c, bin, share, args...)
+	}
 
 	// One claim provisioned by carve is the template of the others.
 	p, err := run(bins[0].path)
@@ -116,9 +125,24 @@ func BenchmarkCacheMemory(b *testing.B) {
 		got[i].cpuN = r.cpu()
 		r.stop()
 	}
+	memLoad := loadavg()
+	restarts := 4
+	if s := os.Getenv("BENCH_RESTARTS"); s != "" {
+		restarts, _ = strconv.Atoi(s)
+	}
+	restartRuns := make([][]restartRun, len(bins))
+	for i, bin := range bins {
+		restartRuns[i], err = measureRestarts(ctx, b, client, restarts, fmt.Sprintf("b%d", i), func() (*provisionerRun, error) {
+			// As deployed: a Lease elects the replica that works.
+			return run(bin.path, "--leader-elect=true", "--leader-elect-namespace=carve-system")
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
 	mib := func(v int64) float64 { return float64(v) / (1 << 20) }
 	var out strings.Builder
-	fmt.Fprintf(&out, "classic provisioner, caches synced, %d carve PVs + claims (host load %s):\n", n, loadavg())
+	fmt.Fprintf(&out, "classic provisioner, caches synced, %d carve PVs + claims (host load %s):\n", n, memLoad)
 	fmt.Fprintf(&out, "  %-30s %9s %9s %9s %10s %10s %12s %11s %10s %9s\n", "binary", "anon empty", "anon full", "peak full",
 		"heap empty", "heap full", "heap per 1k", "ready empty", "ready full", "CPU full")
 	for i, bin := range bins {
@@ -132,17 +156,26 @@ func BenchmarkCacheMemory(b *testing.B) {
 			b.ReportMetric(f.readyN.Seconds(), "s-ready-full")
 		}
 	}
+	fmt.Fprintf(&out, "restart with %d PVs + claims, leader election on, right after the previous process ended as listed; "+
+		"seconds from start to ready and to holding the Lease, and from creating one new claim (once ready) to its PV and to Bound:\n", n)
+	for i, bin := range bins {
+		for j, r := range restartRuns[i] {
+			fmt.Fprintf(&out, "  %-30s run %d after %-8s ready %5.2fs  leading %6.2fs  first PV %6.2fs  first Bound %6.2fs  (load %s)\n",
+				bin.name, j+1, r.after, r.ready.Seconds(), r.leading.Seconds(), r.pv.Seconds(), r.bound.Seconds(), r.load)
+		}
+	}
 	b.Log(out.String())
 	writeBenchReport(b, repo, "cache-memory.txt", out.String())
 }
 
 // provisionerRun is cmd/provisioner started as the benchmark's process.
 type provisionerRun struct {
-	p     *cluster.Process
-	ready time.Duration // from start to /readyz answering 200
+	p       *cluster.Process
+	started time.Time
+	ready   time.Duration // from start to /readyz answering 200
 }
 
-func startBenchProvisioner(b *testing.B, c *cluster.Cluster, bin, share string) (*provisionerRun, error) {
+func startBenchProvisioner(b *testing.B, c *cluster.Cluster, bin, share string, args ...string) (*provisionerRun, error) {
 	ctx := b.Context()
 	kubeconfig, err := c.ServiceAccountKubeconfig(ctx, "carve-system", "carve-provisioner")
 	if err != nil {
@@ -150,10 +183,10 @@ func startBenchProvisioner(b *testing.B, c *cluster.Cluster, bin, share string) 
 	}
 	health := freeAddr(b)
 	t0 := time.Now()
-	p, err := c.StartProcess("carve-provisioner-"+strconv.FormatInt(t0.UnixNano(), 36), []string{bin,
+	p, err := c.StartProcess("carve-provisioner-"+strconv.FormatInt(t0.UnixNano(), 36), append([]string{bin,
 		"--kubeconfig=" + kubeconfig, "--mount-map=bench.local:/export=" + share,
 		"--leader-elect=false", "--health-address=" + health, "--metrics-address=127.0.0.1:0", "--v=1",
-	}, append([]string{"POD_NAMESPACE=carve-system", "GODEBUG=gctrace=1"}, strings.Fields(os.Getenv("BENCH_PROVISIONER_ENV"))...))
+	}, args...), append([]string{"POD_NAMESPACE=carve-system", "GODEBUG=gctrace=1"}, strings.Fields(os.Getenv("BENCH_PROVISIONER_ENV"))...))
 	if err != nil {
 		return nil, err
 	}
@@ -164,10 +197,112 @@ func startBenchProvisioner(b *testing.B, c *cluster.Cluster, bin, share string) 
 		p.Stop()
 		return nil, err
 	}
-	return &provisionerRun{p: p, ready: time.Since(t0)}, nil
+	return &provisionerRun{p: p, started: t0, ready: time.Since(t0)}, nil
 }
 
 func (r *provisionerRun) stop() { r.p.Stop() }
+
+// kill ends the process with SIGKILL, as a node failure or an OOM kill
+// would: no deferred clean-up runs.
+func (r *provisionerRun) kill() {
+	_ = syscall.Kill(-r.p.Pid(), syscall.SIGKILL)
+	r.p.Stop()
+}
+
+// restartRun is one restart: how the previous process ended, the new one's
+// time to ready, and a new claim's time to its PV and to Bound.
+type restartRun struct {
+	after, load               string
+	ready, leading, pv, bound time.Duration
+}
+
+// leading is the time from start to the Lease being acquired, from
+// client-go's log line (klog's header: Lmmdd hh:mm:ss.uuuuuu); 0 if not found.
+func (r *provisionerRun) leading() time.Duration {
+	data, err := os.ReadFile(r.p.LogPath)
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if !strings.Contains(l, "successfully acquired lease") || len(l) < 21 {
+			continue
+		}
+		t, err := time.ParseInLocation("0102 15:04:05.000000", l[1:21], time.Local)
+		if err != nil {
+			return 0
+		}
+		s := r.started
+		t = time.Date(s.Year(), t.Month(), t.Day(), t.Hour(), t.Minute(), t.Second(), t.Nanosecond(), time.Local)
+		return t.Sub(s)
+	}
+	return 0
+}
+
+// measureRestarts starts a provisioner runs times, each right after the
+// previous one ended (SIGKILL and SIGTERM in turn; the first with no Lease),
+// and times one new claim on each: what a user waits for after a crash or a
+// rolling update.
+func measureRestarts(ctx context.Context, b *testing.B, client kubernetes.Interface, runs int, tag string,
+	start func() (*provisionerRun, error)) ([]restartRun, error) {
+	var out []restartRun
+	// Each binary starts from no Lease, whatever the one before left.
+	lease := strings.ReplaceAll("carve.csi.dev/provisioner", "/", "-")
+	if err := client.CoordinationV1().Leases("carve-system").Delete(ctx, lease, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return nil, err
+	}
+	after := "no Lease"
+	for i := range runs {
+		r, err := start()
+		if err != nil {
+			return out, err
+		}
+		rr := restartRun{after: after, ready: r.ready}
+		name := fmt.Sprintf("restart-%s-%d", tag, i)
+		t0 := time.Now()
+		pvc := &v1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "bench"},
+			Spec: v1.PersistentVolumeClaimSpec{
+				AccessModes:      []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce},
+				StorageClassName: ptr.To("bench"),
+				Resources:        v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Gi")}},
+			},
+		}
+		created, err := client.CoreV1().PersistentVolumeClaims("bench").Create(ctx, pvc, metav1.CreateOptions{})
+		if err != nil {
+			r.stop()
+			return out, err
+		}
+		err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
+			if rr.pv == 0 {
+				if _, err := client.CoreV1().PersistentVolumes().Get(ctx, "pvc-"+string(created.UID), metav1.GetOptions{}); err == nil {
+					rr.pv = time.Since(t0)
+				}
+			}
+			got, err := client.CoreV1().PersistentVolumeClaims("bench").Get(ctx, name, metav1.GetOptions{})
+			if err == nil && got.Status.Phase == v1.ClaimBound {
+				rr.bound = time.Since(t0)
+				return true, nil
+			}
+			return false, nil
+		})
+		if err != nil {
+			r.stop()
+			return out, fmt.Errorf("restart %d: claim %s not Bound after %s (log %s): %w", i+1, name, time.Since(t0), r.p.LogPath, err)
+		}
+		rr.leading, rr.load = r.leading(), loadavg()
+		b.Logf("restart %d after %s: ready %.2fs, leading %.2fs, PV %.2fs, Bound %.2fs (log %s)", i+1, after,
+			rr.ready.Seconds(), rr.leading.Seconds(), rr.pv.Seconds(), rr.bound.Seconds(), r.p.LogPath)
+		out = append(out, rr)
+		if i%2 == 0 {
+			r.kill()
+			after = "SIGKILL"
+		} else {
+			r.stop()
+			after = "SIGTERM"
+		}
+	}
+	return out, nil
+}
 
 // cpu is the CPU time the process has used (utime + stime).
 func (r *provisionerRun) cpu() time.Duration {
