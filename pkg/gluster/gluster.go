@@ -84,6 +84,9 @@ type Backend struct {
 	poolLocks map[string]*sync.Mutex   // one management transaction per pool at a time
 	execs     map[string]cachedExec
 	quotas    map[string]quotaState // pool key + "/" + volume → quota settings seen
+	// noQuotaCache asks glusterd every time (BenchmarkGlusterCreate's
+	// "before").
+	noQuotaCache bool
 }
 
 // quotaState is what carve last saw of a volume's quota settings. Only
@@ -129,6 +132,18 @@ func New(opts Options) *Backend {
 	}
 	return &Backend{opts: opts, shares: map[string]*dirvol.Share{}, specs: map[string]ExecutorSpec{},
 		poolLocks: map[string]*sync.Mutex{}, execs: map[string]cachedExec{}, quotas: map[string]quotaState{}}
+}
+
+// Close ends the CLI sessions of the backend's executors (they would end
+// by themselves after a while without commands).
+func (b *Backend) Close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, ce := range b.execs {
+		if c, ok := ce.exec.(interface{ Close() }); ok {
+			c.Close()
+		}
+	}
 }
 
 // Kind implements backend.Backend.
@@ -381,7 +396,7 @@ func (b *Backend) withQuota(ctx context.Context, cli *CLI, id volid.ID, do func(
 	b.mu.Lock()
 	st, cached := b.quotas[key]
 	b.mu.Unlock()
-	if cached && b.opts.Now().Sub(st.seen) < quotaStateTTL {
+	if cached && !b.noQuotaCache && b.opts.Now().Sub(st.seen) < quotaStateTTL {
 		err := do(st)
 		if err == nil {
 			return true, nil
