@@ -1,14 +1,12 @@
 package gluster
 
-import "context"
+// BenchmarkGlusterCreate's "before" is the backend without CLI sessions and
+// without the quota state memory.
 
-// legacyBackend is the backend as it was before CLI sessions and the quota
-// state memory, for BenchmarkGlusterCreate's side-by-side figures.
-func legacyBackend(opts Options) *Backend {
-	opts.NewExecutor = func(context.Context, []string, ExecutorSpec) (Executor, error) {
-		return &LocalExecutor{Socket: opts.GlusterdSocket, OneShot: true}, nil
-	}
+func benchExecutor(before bool) Executor { return &LocalExecutor{OneShot: before} }
+
+func benchBackend(opts Options, before bool) *Backend {
 	b := New(opts)
-	b.noQuotaCache = true
+	b.noQuotaCache = before
 	return b
 }
