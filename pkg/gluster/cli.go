@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -123,7 +124,14 @@ func (e *LocalExecutor) Run(ctx context.Context, args []string) ([]byte, error) 
 		argv = append(argv, "--glusterd-sock="+e.Socket)
 	}
 	if words, ok := sessionCommand(args); ok && !e.OneShot {
-		out, err := e.sessions.run(ctx, append(argv, "--mode=script", "--xml"), words)
+		alive := func() bool {
+			c, err := net.DialTimeout("unix", sock, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		}
+		out, err := e.sessions.run(ctx, append(argv, "--mode=script", "--xml"), words, alive)
 		if err == nil || !errors.Is(err, errSessionLost) {
 			if err != nil {
 				err = &RunError{Command: "gluster " + strings.Join(args, " "), ExitCode: -1, Unreachable: true, Err: err}

@@ -145,8 +145,14 @@ func (s *session) text(t string) {
 	}
 }
 
-// run sends one command line and waits for its report.
-func (s *session) run(ctx context.Context, words []string) ([]byte, error) {
+// sessionCheck is how often a waiting command checks that glusterd still
+// listens: an interactive CLI whose glusterd went away retries to connect
+// for ever instead of failing the command as a one-shot CLI does.
+const sessionCheck = time.Second
+
+// run sends one command line and waits for its report. alive reports
+// whether glusterd still accepts connections.
+func (s *session) run(ctx context.Context, words []string, alive func() bool) ([]byte, error) {
 	// Drop what an earlier command left (there should be nothing).
 	for drained := false; !drained; {
 		select {
@@ -159,16 +165,24 @@ func (s *session) run(ctx context.Context, words []string) ([]byte, error) {
 	if _, err := io.WriteString(s.stdin, strings.Join(words, " ")+"\n"); err != nil {
 		return nil, fmt.Errorf("%w: %w", errSessionLost, err)
 	}
-	select {
-	case doc, ok := <-s.docs:
-		if !ok {
-			return nil, fmt.Errorf("%w: the CLI exited", errSessionLost)
+	tick := time.NewTicker(sessionCheck)
+	defer tick.Stop()
+	for {
+		select {
+		case doc, ok := <-s.docs:
+			if !ok {
+				return nil, fmt.Errorf("%w: the CLI exited", errSessionLost)
+			}
+			return doc, nil
+		case t := <-s.texts:
+			return nil, fmt.Errorf("%w: %q", errSessionLost, t)
+		case <-tick.C:
+			if !alive() {
+				return nil, fmt.Errorf("%w: glusterd stopped listening", errSessionLost)
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
-		return doc, nil
-	case t := <-s.texts:
-		return nil, fmt.Errorf("%w: %q", errSessionLost, t)
-	case <-ctx.Done():
-		return nil, ctx.Err()
 	}
 }
 
@@ -190,9 +204,19 @@ type sessions struct {
 
 // run runs words through the session started by argv, starting one when
 // needed. errSessionLost says the caller should run the command on its own.
-func (ss *sessions) run(ctx context.Context, argv, words []string) ([]byte, error) {
+// Without glusterd listening (alive) no session is used: the CLI's own
+// "Connection failed" report comes from a one-shot run.
+func (ss *sessions) run(ctx context.Context, argv, words []string, alive func() bool) ([]byte, error) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	if !alive() {
+		if ss.cur != nil {
+			_ = ss.cur.cmd.Process.Kill()
+			go ss.cur.close()
+			ss.cur = nil
+		}
+		return nil, fmt.Errorf("%w: glusterd is not listening", errSessionLost)
+	}
 	if ss.idle != nil {
 		ss.idle.Stop()
 	}
@@ -211,7 +235,7 @@ func (ss *sessions) run(ctx context.Context, argv, words []string) ([]byte, erro
 		klog.FromContext(ctx).V(4).Info("Started a gluster CLI session", "pid", s.cmd.Process.Pid)
 		ss.cur = s
 	}
-	out, err := ss.cur.run(ctx, words)
+	out, err := ss.cur.run(ctx, words, alive)
 	if err != nil {
 		// Its state is unknown now (a command may still be running).
 		_ = ss.cur.cmd.Process.Kill()

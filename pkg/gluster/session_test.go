@@ -1,6 +1,7 @@
 package gluster
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,11 +36,24 @@ func TestLocalExecutorSession(t *testing.T) {
 	t.Setenv("FAKE_DIR", dir)
 	bin := filepath.Join(dir, "gluster")
 	sock := filepath.Join(dir, "glusterd.socket")
-	for name, data := range map[string]string{bin: fakeCLI, sock: ""} {
-		if err := os.WriteFile(name, []byte(data), 0o755); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.WriteFile(bin, []byte(fakeCLI), 0o755); err != nil {
+		t.Fatal(err)
 	}
+	// Sessions are used only while glusterd's socket accepts connections.
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
 	e := &LocalExecutor{Command: bin, Socket: sock}
 	defer e.Close()
 	cli := NewCLI(e, nil)
@@ -82,6 +96,15 @@ func TestLocalExecutorSession(t *testing.T) {
 	}
 	if n := starts(); n != 1+3+3*2 {
 		t.Errorf("%d CLI processes, want %d", n, 1+3+3*2)
+	}
+	// glusterd gone, its socket file left: no session, so the CLI's own
+	// report of the failure.
+	ln.Close()
+	if err := os.WriteFile(sock, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := run("volume", "info", "a"); got != "oneshot volume info a" {
+		t.Errorf("without glusterd listening: %q", got)
 	}
 	e.OneShot = true
 	if got := run("volume", "info", "a"); got != "oneshot volume info a" {
