@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -93,6 +94,12 @@ type LocalExecutor struct {
 	Socket string
 	// Command is the CLI binary; "" means "gluster" from PATH.
 	Command string
+	// OneShot runs every command in a CLI process of its own instead of
+	// through a session (see session.go): slower, kept as a fallback and
+	// for comparison.
+	OneShot bool
+
+	sessions sessions
 }
 
 // DefaultSocket is where glusterd listens for the CLI by default.
@@ -116,9 +123,30 @@ func (e *LocalExecutor) Run(ctx context.Context, args []string) ([]byte, error) 
 	if e.Socket != "" {
 		argv = append(argv, "--glusterd-sock="+e.Socket)
 	}
+	if words, ok := sessionCommand(args); ok && !e.OneShot {
+		alive := func() bool {
+			c, err := net.DialTimeout("unix", sock, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		}
+		out, err := e.sessions.run(ctx, append(argv, "--mode=script", "--xml"), words, alive)
+		if err == nil || !errors.Is(err, errSessionLost) {
+			if err != nil {
+				err = &RunError{Command: "gluster " + strings.Join(args, " "), ExitCode: -1, Unreachable: true, Err: err}
+			}
+			return out, err
+		}
+		klog.FromContext(ctx).V(2).Info("Running the gluster command on its own", "args", words, "reason", err)
+	}
 	argv = append(argv, args...)
 	return run(ctx, argv, "gluster "+strings.Join(args, " "))
 }
+
+// Close ends the executor's CLI session, if one runs; it would end by
+// itself after a while without commands.
+func (e *LocalExecutor) Close() { e.sessions.close() }
 
 func (e *LocalExecutor) String() string { return "glusterd on this host" }
 

@@ -1,6 +1,7 @@
 package gluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -242,5 +243,51 @@ func TestCheckBrickPath(t *testing.T) {
 		if err := checkBrickPath(p, "vol"); (err == nil) != ok {
 			t.Errorf("checkBrickPath(%q) = %v", p, err)
 		}
+	}
+}
+
+// TestQuotaStateCache: a volume seen with quota enabled is not asked again
+// for the next claims; quota switched off since is noticed on the limit
+// call, asked again, and the policy applied to what glusterd says now.
+func TestQuotaStateCache(t *testing.T) {
+	id := volid.ID{Backend: "gluster", Servers: []string{"vm"}, Share: "capvol", Dir: []string{"ns", "c"}, OnDelete: "delete"}
+	cfg, err := params.Parse(map[string]string{"backend": "gluster", "servers": "vm", "volume": "capvol"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noQuota := replay(t, "info-r3") // capr3 has no quota; call it capvol
+	noQuota.stdout = bytes.ReplaceAll(noQuota.stdout, []byte("capr3"), []byte("capvol"))
+	f := &fakeExec{responses: []response{replay(t, "info-single"), replay(t, "quota-limit"), replay(t, "quota-limit"),
+		replay(t, "quota-limit-disabled"), noQuota}}
+	now := time.Unix(1000, 0)
+	b := New(Options{NewExecutor: func(context.Context, []string, ExecutorSpec) (Executor, error) { return f, nil },
+		Now: func() time.Time { return now }})
+	words := func() []string {
+		var w []string
+		for _, c := range f.calls {
+			if c[4] == "quota" {
+				w = append(w, "quota "+c[6])
+			} else {
+				w = append(w, c[4])
+			}
+		}
+		f.calls = nil
+		return w
+	}
+	for range 2 {
+		if w, err := b.ApplyLimit(t.Context(), id, cfg, 5<<20); err != nil || len(w) != 0 {
+			t.Fatalf("ApplyLimit: %q, %v", w, err)
+		}
+	}
+	if got := strings.Join(words(), ","); got != "info,quota limit-usage,quota limit-usage" {
+		t.Errorf("calls for two claims = %q, want one volume info", got)
+	}
+	// Quota switched off: the refused limit leads to a fresh look, then the warning.
+	w, err := b.ApplyLimit(t.Context(), id, cfg, 5<<20)
+	if err != nil || len(w) != 1 || !strings.Contains(w[0], "quota is not enabled") {
+		t.Errorf("after quota was switched off: %q, %v", w, err)
+	}
+	if got := strings.Join(words(), ","); got != "quota limit-usage,info" {
+		t.Errorf("calls after quota was switched off = %q", got)
 	}
 }

@@ -83,7 +83,26 @@ type Backend struct {
 	specs     map[string]ExecutorSpec  // pool key → executor last named by a StorageClass
 	poolLocks map[string]*sync.Mutex   // one management transaction per pool at a time
 	execs     map[string]cachedExec
+	quotas    map[string]quotaState // pool key + "/" + volume → quota settings seen
+	// noQuotaCache asks glusterd every time (BenchmarkGlusterCreate's
+	// "before").
+	noQuotaCache bool
 }
+
+// quotaState is what carve last saw of a volume's quota settings. Only
+// "enabled" is remembered: it proves itself on every use, since
+// limit-usage fails once quota is switched off. "Disabled" is always asked
+// again, so a claim made just after an administrator enables quota is
+// enforced.
+type quotaState struct {
+	deemStatfs bool // features.quota-deem-statfs is on
+	seen       time.Time
+}
+
+// quotaStateTTL bounds how long a remembered state is trusted: an
+// administrator turning quota-deem-statfs off is noticed (and undone) after
+// at most this long.
+const quotaStateTTL = time.Minute
 
 type cachedExec struct {
 	exec    Executor
@@ -112,7 +131,19 @@ func New(opts Options) *Backend {
 		opts.Now = time.Now
 	}
 	return &Backend{opts: opts, shares: map[string]*dirvol.Share{}, specs: map[string]ExecutorSpec{},
-		poolLocks: map[string]*sync.Mutex{}, execs: map[string]cachedExec{}}
+		poolLocks: map[string]*sync.Mutex{}, execs: map[string]cachedExec{}, quotas: map[string]quotaState{}}
+}
+
+// Close ends the CLI sessions of the backend's executors (they would end
+// by themselves after a while without commands).
+func (b *Backend) Close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, ce := range b.execs {
+		if c, ok := ce.exec.(interface{ Close() }); ok {
+			c.Close()
+		}
+	}
 }
 
 // Kind implements backend.Backend.
@@ -344,19 +375,66 @@ func (b *Backend) ApplyLimit(ctx context.Context, id volid.ID, cfg *params.Confi
 	if err != nil {
 		return nil, err
 	}
-	vol, err := cli.VolumeInfo(ctx, id.Share)
-	if err != nil {
+	enabled, err := b.withQuota(ctx, cli, id, func(st quotaState) error { return b.limit(ctx, cli, id, st, quotaPath(id), bytes) })
+	if err != nil || enabled {
 		return nil, err
 	}
-	if !vol.QuotaEnabled() {
-		if policy == params.QuotaGluster {
-			return nil, fmt.Errorf("%w: the StorageClass sets quota: gluster but quota is not enabled on Gluster volume %s: "+
-				"run `gluster volume quota %s enable` or set quota: auto", backend.ErrInvalid, id.Share, id.Share)
-		}
-		return []string{fmt.Sprintf("the claim's size (%s) is not enforced and df shows the size of the whole Gluster volume %s: "+
-			"quota is not enabled on it (an administrator can run `gluster volume quota %s enable`)", humanBytes(bytes), id.Share, id.Share)}, nil
+	if policy == params.QuotaGluster {
+		return nil, fmt.Errorf("%w: the StorageClass sets quota: gluster but quota is not enabled on Gluster volume %s: "+
+			"run `gluster volume quota %s enable` or set quota: auto", backend.ErrInvalid, id.Share, id.Share)
 	}
-	return nil, b.limit(ctx, cli, vol, quotaPath(id), bytes)
+	return []string{fmt.Sprintf("the claim's size (%s) is not enforced and df shows the size of the whole Gluster volume %s: "+
+		"quota is not enabled on it (an administrator can run `gluster volume quota %s enable`)", humanBytes(bytes), id.Share, id.Share)}, nil
+}
+
+// withQuota runs do when quota is enabled on id's volume and reports
+// whether it was. A remembered "enabled" saves the `volume info` round trip;
+// if do then finds quota switched off (or the volume gone), the memory is
+// dropped and the state asked again once.
+func (b *Backend) withQuota(ctx context.Context, cli *CLI, id volid.ID, do func(quotaState) error) (bool, error) {
+	key := poolKey(id.Servers) + "/" + id.Share
+	b.mu.Lock()
+	st, cached := b.quotas[key]
+	b.mu.Unlock()
+	if cached && !b.noQuotaCache && b.opts.Now().Sub(st.seen) < quotaStateTTL {
+		err := do(st)
+		if err == nil {
+			return true, nil
+		}
+		b.forgetQuota(key)
+		if !quotaOff(err) {
+			return true, err
+		}
+		klog.FromContext(ctx).V(2).Info("Quota was switched off on the Gluster volume since carve last looked", "glusterVolume", id.Share)
+	}
+	vol, err := cli.VolumeInfo(ctx, id.Share)
+	if err != nil {
+		return false, err
+	}
+	if !vol.QuotaEnabled() {
+		return false, nil
+	}
+	deem, _ := vol.Option("features.quota-deem-statfs")
+	st = quotaState{deemStatfs: isOn(deem), seen: b.opts.Now()}
+	b.mu.Lock()
+	b.quotas[key] = st
+	b.mu.Unlock()
+	if err := do(st); err != nil {
+		b.forgetQuota(key)
+		return true, err
+	}
+	return true, nil
+}
+
+func (b *Backend) forgetQuota(key string) {
+	b.mu.Lock()
+	delete(b.quotas, key)
+	b.mu.Unlock()
+}
+
+// quotaOff recognizes a quota command refused because quota is disabled.
+func quotaOff(err error) bool {
+	return contains(err, "quota is disabled") || contains(err, "quota is not enabled")
 }
 
 // SetLimit implements backend.Limiter (expansion, with only the ID): sets
@@ -367,29 +445,32 @@ func (b *Backend) SetLimit(ctx context.Context, id volid.ID, bytes int64) error 
 	if err != nil {
 		return err
 	}
-	vol, err := cli.VolumeInfo(ctx, id.Share)
-	if err != nil {
-		return err
-	}
-	if !vol.QuotaEnabled() {
+	enabled, err := b.withQuota(ctx, cli, id, func(st quotaState) error { return b.limit(ctx, cli, id, st, quotaPath(id), bytes) })
+	if err == nil && !enabled {
 		klog.FromContext(ctx).V(2).Info("Quota not enabled on the Gluster volume; size not enforced", "glusterVolume", id.Share, "bytes", bytes)
-		return nil
 	}
-	return b.limit(ctx, cli, vol, quotaPath(id), bytes)
+	return err
 }
 
 // limit sets (or raises, or lowers) the hard limit of a directory. It first
 // turns on quota-deem-statfs, so df inside the pod shows the limit.
-func (b *Backend) limit(ctx context.Context, cli *CLI, vol *Volume, path string, bytes int64) error {
-	if v, _ := vol.Option("features.quota-deem-statfs"); !isOn(v) {
-		if _, err := cli.Run(ctx, "volume", "set", vol.Name, "quota-deem-statfs", "on"); err != nil {
-			return fmt.Errorf("turn on quota-deem-statfs on %s: %w", vol.Name, err)
+func (b *Backend) limit(ctx context.Context, cli *CLI, id volid.ID, st quotaState, path string, bytes int64) error {
+	if !st.deemStatfs {
+		if _, err := cli.Run(ctx, "volume", "set", id.Share, "quota-deem-statfs", "on"); err != nil {
+			return fmt.Errorf("turn on quota-deem-statfs on %s: %w", id.Share, err)
 		}
+		key := poolKey(id.Servers) + "/" + id.Share
+		b.mu.Lock()
+		if cur, ok := b.quotas[key]; ok {
+			cur.deemStatfs = true
+			b.quotas[key] = cur
+		}
+		b.mu.Unlock()
 	}
-	if _, err := cli.Run(ctx, "volume", "quota", vol.Name, "limit-usage", path, strconv.FormatInt(bytes, 10)); err != nil {
-		return fmt.Errorf("set quota of %s on Gluster volume %s to %d bytes: %w", path, vol.Name, bytes, err)
+	if _, err := cli.Run(ctx, "volume", "quota", id.Share, "limit-usage", path, strconv.FormatInt(bytes, 10)); err != nil {
+		return fmt.Errorf("set quota of %s on Gluster volume %s to %d bytes: %w", path, id.Share, bytes, err)
 	}
-	klog.FromContext(ctx).V(2).Info("Set Gluster quota", "glusterVolume", vol.Name, "path", path, "bytes", bytes)
+	klog.FromContext(ctx).V(2).Info("Set Gluster quota", "glusterVolume", id.Share, "path", path, "bytes", bytes)
 	return nil
 }
 
@@ -404,23 +485,22 @@ func (b *Backend) RemoveLimit(ctx context.Context, id volid.ID) error {
 	if err != nil {
 		return err
 	}
-	vol, err := cli.VolumeInfo(ctx, id.Share)
-	if err != nil {
-		return err
-	}
-	if !vol.QuotaEnabled() {
+	_, err = b.withQuota(ctx, cli, id, func(quotaState) error {
+		_, err := cli.Run(ctx, "volume", "quota", id.Share, "remove", quotaPath(id))
+		var ce *CommandError
+		if errors.As(err, &ce) && noLimit(ce.Message) && !quotaOff(err) {
+			return nil // nothing to remove: no limit, or no directory
+		}
+		if err != nil {
+			return fmt.Errorf("remove quota of %s on Gluster volume %s: %w", quotaPath(id), id.Share, err)
+		}
+		klog.FromContext(ctx).V(2).Info("Removed Gluster quota", "glusterVolume", id.Share, "path", quotaPath(id))
 		return nil
+	})
+	if quotaOff(err) {
+		return nil // switched off between `volume info` and the removal: no limits left
 	}
-	_, err = cli.Run(ctx, "volume", "quota", id.Share, "remove", quotaPath(id))
-	var ce *CommandError
-	if errors.As(err, &ce) && noLimit(ce.Message) {
-		return nil // nothing to remove: no limit, or no directory
-	}
-	if err != nil {
-		return fmt.Errorf("remove quota of %s on Gluster volume %s: %w", quotaPath(id), id.Share, err)
-	}
-	klog.FromContext(ctx).V(2).Info("Removed Gluster quota", "glusterVolume", id.Share, "path", quotaPath(id))
-	return nil
+	return err
 }
 
 // noLimit recognizes `quota remove` failures that mean there is nothing to

@@ -47,7 +47,7 @@ func TestMain(m *testing.M) {
 // cluster returns the shared glusterd, starting it on first use. It skips
 // the test when root or the binaries are missing (fails under
 // CARVE_REQUIRE_REAL=1).
-func cluster(t *testing.T) *glusterd.Cluster {
+func cluster(t testing.TB) *glusterd.Cluster {
 	t.Helper()
 	clusterOnce.Do(func() {
 		// Mostly the wait for the host lock: glustersanity and the dirvol

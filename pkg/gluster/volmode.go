@@ -142,7 +142,7 @@ func (b *Backend) CreateVolume(ctx context.Context, req backend.VolumeRequest) (
 		}
 	}
 	// A retry after an expansion keeps the larger recorded size.
-	w, err := b.volumeQuota(ctx, cli, name, g.Quota, max(req.SizeBytes, res.CapacityBytes))
+	w, err := b.volumeQuota(ctx, cli, id, vol, g.Quota, max(req.SizeBytes, res.CapacityBytes))
 	if err != nil {
 		return nil, err
 	}
@@ -172,6 +172,9 @@ func (b *Backend) createVolume(ctx context.Context, cli *CLI, name string, g *pa
 	switch {
 	case err == nil:
 		klog.FromContext(ctx).Info("Created Gluster volume", "bricks", args[3:], "duration", time.Since(start))
+		// Just created: no options, not started. Asking glusterd would
+		// only cost a round trip.
+		return &Volume{Name: name, Status: StatusCreated, StatusStr: "Created"}, nil
 	case contains(err, "already exists"):
 		// Another attempt won the race; carry on with its volume.
 	case contains(err, "'force'"):
@@ -262,28 +265,34 @@ func modeBits(m uint32) os.FileMode {
 
 // volumeQuota enforces a volume per claim's size with quota on "/" when the
 // StorageClass says quota: gluster. A new volume has quota off, so auto
-// means no limit here.
-func (b *Backend) volumeQuota(ctx context.Context, cli *CLI, name, policy string, bytes int64) ([]string, error) {
+// means no limit here. vol is the volume as CreateVolume found or made it:
+// its quota settings are not asked again.
+func (b *Backend) volumeQuota(ctx context.Context, cli *CLI, id volid.ID, vol *Volume, policy string, bytes int64) ([]string, error) {
 	if bytes <= 0 {
 		return nil, nil
 	}
 	if policy != params.QuotaGluster {
 		return []string{fmt.Sprintf("the claim's size (%s) is not enforced: Gluster volume %s has no quota (set quota: gluster in the StorageClass to enforce it)",
-			humanBytes(bytes), name)}, nil
+			humanBytes(bytes), id.Share)}, nil
 	}
-	vol, err := cli.VolumeInfo(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	if !vol.QuotaEnabled() {
-		if _, err := cli.Run(ctx, "volume", "quota", name, "enable"); err != nil && !contains(err, "already enabled") {
-			return nil, fmt.Errorf("enable quota on Gluster volume %s: %w", name, err)
+	var st quotaState
+	if vol.QuotaEnabled() {
+		deem, _ := vol.Option("features.quota-deem-statfs")
+		st.deemStatfs = isOn(deem)
+	} else {
+		_, err := cli.Run(ctx, "volume", "quota", id.Share, "enable")
+		switch {
+		case err == nil:
+			// glusterd turns quota-deem-statfs on with quota itself.
+			st.deemStatfs = true
+		case contains(err, "already enabled"):
+			// Enabled by an earlier attempt or someone else: deem-statfs
+			// unknown, so limit sets it.
+		default:
+			return nil, fmt.Errorf("enable quota on Gluster volume %s: %w", id.Share, err)
 		}
-		if vol, err = cli.VolumeInfo(ctx, name); err != nil {
-			return nil, err
-		}
 	}
-	return nil, b.limit(ctx, cli, vol, "/", bytes)
+	return nil, b.limit(ctx, cli, id, st, "/", bytes)
 }
 
 // DeleteVolume implements backend.VolumeCarver. archive stops the volume and
@@ -433,7 +442,8 @@ func (b *Backend) ExpandVolume(ctx context.Context, id volid.ID, bytes int64) (i
 		}
 	}
 	if vol.QuotaEnabled() {
-		if err := b.limit(ctx, cli, vol, "/", bytes); err != nil {
+		deem, _ := vol.Option("features.quota-deem-statfs")
+		if err := b.limit(ctx, cli, id, quotaState{deemStatfs: isOn(deem)}, "/", bytes); err != nil {
 			return 0, err
 		}
 	}
