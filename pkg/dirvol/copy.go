@@ -86,8 +86,21 @@ func (c *copier) tick() {
 		"bytes", c.stats.Bytes, "reflinked", c.stats.Reflinked)
 }
 
-// vanished: the entry went away or changed type under a live writer.
+// destError marks a failure on the destination side, which is carve's own
+// tree: never taken for a source entry that vanished.
+type destError struct{ err error }
+
+func (e *destError) Error() string { return e.err.Error() }
+func (e *destError) Unwrap() error { return e.err }
+
+func dest(err error) error { return &destError{err} }
+
+// vanished: a source entry went away or changed type under a live writer.
 func vanished(err error) bool {
+	var d *destError
+	if errors.As(err, &d) {
+		return false
+	}
 	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) ||
 		errors.Is(err, unix.ENXIO)
 }
@@ -135,7 +148,7 @@ func (c *copier) entry(src, dst int, rel, name string) error {
 		return c.symlink(src, dst, p, name, &st)
 	case unix.S_IFIFO:
 		if err := unix.Mknodat(dst, name, unix.S_IFIFO|0o600, 0); err != nil {
-			return fmt.Errorf("mkfifo %s: %w", p, err)
+			return dest(fmt.Errorf("mkfifo %s: %w", p, err))
 		}
 		c.stats.Files++
 		return c.metaAt(dst, name, &st, p)
@@ -160,11 +173,11 @@ func (c *copier) subdir(src, dst int, rel, name string) error {
 		return fmt.Errorf("stat %s: %w", p, err)
 	}
 	if err := unix.Mkdirat(dst, name, 0o700); err != nil {
-		return fmt.Errorf("mkdir %s: %w", p, err)
+		return dest(fmt.Errorf("mkdir %s: %w", p, err))
 	}
 	dfd, err := unix.Openat(dst, name, dirFlags, 0)
 	if err != nil {
-		return fmt.Errorf("open copy of %s: %w", p, err)
+		return dest(fmt.Errorf("open copy of %s: %w", p, err))
 	}
 	defer unix.Close(dfd)
 	c.stats.Dirs++
@@ -184,7 +197,7 @@ func (c *copier) file(src, dst int, rel, name string, lst *unix.Stat_t) error {
 			// The destination is carve's own tree (no pod reaches it during
 			// the copy), so its path holds no symlink.
 			if err := unix.Linkat(c.dstRoot, first, dst, name, 0); err != nil {
-				return fmt.Errorf("link %s to %s: %w", p, first, err)
+				return dest(fmt.Errorf("link %s to %s: %w", p, first, err))
 			}
 			c.stats.HardLinks++
 			return nil
@@ -212,7 +225,7 @@ func (c *copier) file(src, dst int, rel, name string, lst *unix.Stat_t) error {
 	defer sf.Close()
 	dfd, err := unix.Openat(dst, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return fmt.Errorf("create copy of %s: %w", p, err)
+		return dest(fmt.Errorf("create copy of %s: %w", p, err))
 	}
 	df := os.NewFile(uintptr(dfd), p)
 	defer df.Close()
@@ -220,7 +233,6 @@ func (c *copier) file(src, dst int, rel, name string, lst *unix.Stat_t) error {
 		return err
 	}
 	c.stats.Files++
-	c.stats.Bytes += st.Size
 	if err := c.meta(sfd, dfd, &st, p); err != nil {
 		return err
 	}
@@ -238,6 +250,9 @@ func (c *copier) data(sf, df *os.File, p string) error {
 		err := unix.IoctlFileClone(int(df.Fd()), int(sf.Fd()))
 		if err == nil {
 			c.stats.Reflinked++
+			if fi, err := df.Stat(); err == nil {
+				c.stats.Bytes += fi.Size()
+			}
 			return nil
 		}
 		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.ENOSYS) {
@@ -245,11 +260,22 @@ func (c *copier) data(sf, df *os.File, p string) error {
 		}
 		// EXDEV, EINVAL (e.g. inline data): copy this one.
 	}
-	if _, err := io.Copy(df, sf); err != nil {
-		return fmt.Errorf("copy %s: %w", p, err)
+	// In chunks, so a huge file still beats the heartbeat (Purge would
+	// otherwise take the copy for a crash leftover).
+	for {
+		n, err := io.CopyN(df, sf, copyChunk)
+		c.stats.Bytes += n
+		c.tick()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("copy %s: %w", p, err)
+		}
 	}
-	return nil
 }
+
+const copyChunk = 64 << 20
 
 func (c *copier) symlink(src, dst int, p, name string, st *unix.Stat_t) error {
 	buf := make([]byte, unix.PathMax)
@@ -259,15 +285,15 @@ func (c *copier) symlink(src, dst int, p, name string, st *unix.Stat_t) error {
 	}
 	// The target is copied as text and never resolved.
 	if err := unix.Symlinkat(string(buf[:n]), dst, name); err != nil {
-		return fmt.Errorf("symlink %s: %w", p, err)
+		return dest(fmt.Errorf("symlink %s: %w", p, err))
 	}
 	c.stats.Symlinks++
 	if err := unix.Fchownat(dst, name, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return fmt.Errorf("chown symlink %s: %w", p, err)
+		return dest(fmt.Errorf("chown symlink %s: %w", p, err))
 	}
 	ts := []unix.Timespec{st.Atim, st.Mtim}
 	if err := unix.UtimesNanoAt(dst, name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return fmt.Errorf("set times of symlink %s: %w", p, err)
+		return dest(fmt.Errorf("set times of symlink %s: %w", p, err))
 	}
 	return nil
 }
@@ -276,12 +302,15 @@ func (c *copier) symlink(src, dst int, p, name string, st *unix.Stat_t) error {
 // name, without following a symlink.
 func (c *copier) metaAt(dst int, name string, st *unix.Stat_t, p string) error {
 	if err := unix.Fchownat(dst, name, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return fmt.Errorf("chown %s: %w", p, err)
+		return dest(fmt.Errorf("chown %s: %w", p, err))
 	}
 	if err := unix.Fchmodat(dst, name, st.Mode&0o7777, 0); err != nil {
-		return fmt.Errorf("chmod %s: %w", p, err)
+		return dest(fmt.Errorf("chmod %s: %w", p, err))
 	}
-	return unix.UtimesNanoAt(dst, name, []unix.Timespec{st.Atim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW)
+	if err := unix.UtimesNanoAt(dst, name, []unix.Timespec{st.Atim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return dest(fmt.Errorf("set times of %s: %w", p, err))
+	}
+	return nil
 }
 
 // meta copies owner, mode, xattrs and times from one open file to another.
@@ -291,13 +320,13 @@ func (c *copier) meta(src, dst int, st *unix.Stat_t, p string) error {
 	}
 	// Chown before chmod: chown clears setuid/setgid.
 	if err := unix.Fchown(dst, int(st.Uid), int(st.Gid)); err != nil {
-		return fmt.Errorf("chown %s: %w", orDot(p), err)
+		return dest(fmt.Errorf("chown %s: %w", orDot(p), err))
 	}
 	if err := unix.Fchmod(dst, st.Mode&0o7777); err != nil {
-		return fmt.Errorf("chmod %s: %w", orDot(p), err)
+		return dest(fmt.Errorf("chmod %s: %w", orDot(p), err))
 	}
 	if err := unix.Futimes(dst, []unix.Timeval{unix.NsecToTimeval(st.Atim.Nano()), unix.NsecToTimeval(st.Mtim.Nano())}); err != nil {
-		return fmt.Errorf("set times of %s: %w", orDot(p), err)
+		return dest(fmt.Errorf("set times of %s: %w", orDot(p), err))
 	}
 	return nil
 }
@@ -333,7 +362,7 @@ func copyXattrs(src, dst int) error {
 			if errors.Is(err, unix.ENOTSUP) {
 				continue // the namespace does not exist here (e.g. security.* on some filesystems)
 			}
-			return fmt.Errorf("set %s: %w", n, err)
+			return dest(fmt.Errorf("set %s: %w", n, err))
 		}
 	}
 	return nil

@@ -312,6 +312,11 @@ func (s *Share) createCopy(ctx context.Context, dir []string, own Owner, meta Me
 		if err != nil {
 			return fmt.Errorf("%s: %w", what, err)
 		}
+		if src[0] == snapDir && stats.Vanished > 0 {
+			// Nothing writes to a snapshot: entries missing mid-copy mean
+			// it is being removed, and a partial restore is worse than none.
+			return fmt.Errorf("%s: %d entries disappeared during the copy", what, stats.Vanished)
+		}
 		return nil
 	}
 	created, err := s.create(ctx, dir, own, meta, fill)

@@ -331,7 +331,11 @@ func (s *Service) fill(ctx context.Context, share *dirvol.Share, id volid.ID, re
 		unlock()
 		return nil, err
 	}
-	if req.SizeBytes > 0 && req.SizeBytes < srcSize {
+	if req.SizeBytes == 0 {
+		// No size asked for: the source's, the least the data needs.
+		req.SizeBytes, meta.CapacityBytes = srcSize, srcSize
+	}
+	if req.SizeBytes < srcSize {
 		unlock()
 		return nil, fmt.Errorf("%w: the claim asks for %d bytes, its data source %s has %d", backend.ErrTooSmall, req.SizeBytes, src.String(), srcSize)
 	}
