@@ -19,6 +19,11 @@ var (
 	ErrUnavailable = errors.New("unavailable") // the backend cannot be reached now; retry
 	ErrNotFound    = errors.New("not found")   // no such volume
 	ErrBusy        = errors.New("operation in progress")
+	// ErrExists: the name is taken by something that differs from the
+	// request (a snapshot of another volume, a volume with another source).
+	ErrExists = errors.New("already exists with different arguments")
+	// ErrTooSmall: the requested size cannot hold the data source.
+	ErrTooSmall = errors.New("smaller than the data source")
 )
 
 // MountSpec is what a node needs to mount a volume with mount-utils.
@@ -138,4 +143,24 @@ type VolumeAdopter interface {
 	// and unless dryRun records it for PV req.Name (idempotent). A volume
 	// recorded for another PV is ErrConflict; a missing one ErrNotFound.
 	AdoptVolume(ctx context.Context, req VolumeRequest, id volid.ID, dryRun bool) error
+}
+
+// ShareLister is implemented by backends configured with fixed shares
+// (--mount-map): MappedShares opens the engine of each, so a scan of every
+// share (CSI ListSnapshots without filters) also covers shares nothing has
+// used since the process started. A share that cannot be reached is left
+// out and reported in the error; the shares returned are still usable.
+//
+// Snapshots themselves need nothing more from a backend: they are copies
+// made by the directory engine on the share (dirvol's snapshot area), with
+// these outcomes, whatever the backend:
+//   - taking one is idempotent per snapshot name: the same name and source
+//     return the existing snapshot; the same name with another source is
+//     ErrExists;
+//   - a missing source volume or snapshot is ErrNotFound; deleting a
+//     missing snapshot is success;
+//   - a volume that is a whole backend volume (Gluster mode volume, an ID
+//     without a directory) has no copy-based snapshot: ErrInvalid.
+type ShareLister interface {
+	MappedShares(ctx context.Context) ([]*dirvol.Share, error)
 }

@@ -13,13 +13,22 @@ import (
 //   - PUBLISH_UNPUBLISH_VOLUME, STAGE_UNSTAGE_VOLUME: a shared filesystem has
 //     nothing to attach, and each publish is one mount (bind or NFS).
 //   - VOLUME_ACCESSIBILITY_CONSTRAINTS: every node reaches every share.
-//   - CLONE_VOLUME, snapshots, MODIFY_VOLUME: not implemented.
+//   - MODIFY_VOLUME: not implemented.
+//
+// Snapshots and clones (CREATE_DELETE_SNAPSHOT, LIST_SNAPSHOTS, CLONE_VOLUME)
+// are advertised although one kind of class cannot have them: a Gluster
+// volume per claim (mode volume). Capabilities are per driver, not per
+// class, and most classes can; those volumes are refused per request with
+// InvalidArgument and a message saying why (docs/snapshots.md).
 var (
 	controllerCaps = []csi.ControllerServiceCapability_RPC_Type{
 		csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
 		csi.ControllerServiceCapability_RPC_GET_CAPACITY,
 		csi.ControllerServiceCapability_RPC_EXPAND_VOLUME,
 		csi.ControllerServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
+		csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT,
+		csi.ControllerServiceCapability_RPC_LIST_SNAPSHOTS,
+		csi.ControllerServiceCapability_RPC_CLONE_VOLUME,
 	}
 	nodeCaps = []csi.NodeServiceCapability_RPC_Type{
 		csi.NodeServiceCapability_RPC_GET_VOLUME_STATS,

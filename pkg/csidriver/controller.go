@@ -49,8 +49,9 @@ func (s *ControllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolu
 	if err := checkCapabilities(req.GetVolumeCapabilities()); err != nil {
 		return nil, invalidArg("%v", err)
 	}
-	if req.GetVolumeContentSource() != nil {
-		return nil, invalidArg("carve cannot populate a volume from a snapshot or another volume: remove the claim's dataSource")
+	src, err := contentSource(req.GetVolumeContentSource())
+	if err != nil {
+		return nil, err
 	}
 	if len(req.GetMutableParameters()) > 0 {
 		return nil, invalidArg("carve does not support VolumeAttributesClasses (mutable parameters)")
@@ -66,6 +67,7 @@ func (s *ControllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolu
 	if err != nil {
 		return nil, toStatus(params.Blame(err, claim, ""), noLookup)
 	}
+	vreq.Source = src
 	logger := klog.FromContext(ctx).WithValues("volume", req.GetName())
 	ctx = klog.NewContext(ctx, logger)
 
@@ -110,6 +112,7 @@ func (s *ControllerServer) CreateVolume(ctx context.Context, req *csi.CreateVolu
 		VolumeId:      res.ID.String(),
 		CapacityBytes: capacity,
 		VolumeContext: kubeview.VolumeAttributes(res.ID),
+		ContentSource: req.GetVolumeContentSource(),
 	}}, nil
 }
 

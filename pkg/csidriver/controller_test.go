@@ -147,11 +147,12 @@ func TestCreateVolumeRejects(t *testing.T) {
 		{"unknown parameter", createReq("pvc-1", 1, claim(classParams("sever", "x"), "ns", "c", "pvc-1")), []string{`"sever"`}},
 		{"backend not enabled", createReq("pvc-1", 1, claim(map[string]string{"backend": "ceph"}, "ns", "c", "pvc-1")), []string{"backend"}},
 		{"negative size", createReq("pvc-1", -1, claim(classParams(), "ns", "c", "pvc-1")), []string{"negative"}},
-		{"clone", func() *csi.CreateVolumeRequest {
+		{"clone from another share", func() *csi.CreateVolumeRequest {
 			r := createReq("pvc-1", 1, claim(classParams(), "ns", "c", "pvc-1"))
-			r.VolumeContentSource = &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: "x"}}}
+			r.VolumeContentSource = &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{
+				Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: "1#nfs#10.0.0.6#/export#ns/c#delete"}}}
 			return r
-		}(), []string{"dataSource"}},
+		}(), []string{"another share"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := h.d.controller.CreateVolume(h.ctx, tc.req)

@@ -19,13 +19,15 @@ import (
 //	error                                   code
 //	context.DeadlineExceeded                DeadlineExceeded
 //	context.Canceled                        Canceled
-//	errIncompatible                         AlreadyExists (same name or target, different request)
+//	errIncompatible, backend.ErrExists      AlreadyExists (same name or target, different request)
+//	backend.ErrTooSmall                     OutOfRange (a size below the data source's)
 //	errBusy, backend.ErrBusy                Aborted (another call on the volume is running)
 //	backend.ErrInvalid (params.ErrInvalid)  InvalidArgument
 //	params.ErrOptionLike                    InvalidArgument (a value that reads as an option)
 //	volid.ErrMalformed                      NotFound where the RPC looks a volume up
 //	                                        (no carve volume can have that ID), else InvalidArgument
 //	backend.ErrNotFound, dirvol.ErrNotFound NotFound
+//	dirvol.ErrSnapshotNotFound
 //	backend.ErrConflict, dirvol.ErrUnsafe   FailedPrecondition (the storage must be fixed first)
 //	backend.ErrUnavailable,                 Unavailable (retry)
 //	dirvol.ErrShareUnverified
@@ -64,8 +66,10 @@ func codeOf(err error, rpc lookupRPC) codes.Code {
 		return codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled
-	case errors.Is(err, errIncompatible):
+	case errors.Is(err, errIncompatible), errors.Is(err, backend.ErrExists):
 		return codes.AlreadyExists
+	case errors.Is(err, backend.ErrTooSmall):
+		return codes.OutOfRange
 	case errors.Is(err, errBusy), errors.Is(err, backend.ErrBusy):
 		return codes.Aborted
 	case errors.Is(err, params.ErrOptionLike):
@@ -79,7 +83,7 @@ func codeOf(err error, rpc lookupRPC) codes.Code {
 		return codes.InvalidArgument
 	case errors.Is(err, backend.ErrInvalid), errors.Is(err, dirvol.ErrPermanent):
 		return codes.InvalidArgument
-	case errors.Is(err, backend.ErrNotFound), errors.Is(err, dirvol.ErrNotFound):
+	case errors.Is(err, backend.ErrNotFound), errors.Is(err, dirvol.ErrNotFound), errors.Is(err, dirvol.ErrSnapshotNotFound):
 		return codes.NotFound
 	case errors.Is(err, backend.ErrConflict), errors.Is(err, dirvol.ErrUnsafe):
 		return codes.FailedPrecondition

@@ -37,6 +37,9 @@ func TestErrorMapping(t *testing.T) {
 		{"conflict", wrap(backend.ErrConflict), codes.FailedPrecondition, codes.FailedPrecondition},
 		{"unsafe path", wrap(dirvol.ErrUnsafe), codes.FailedPrecondition, codes.FailedPrecondition},
 		{"unavailable", wrap(backend.ErrUnavailable), codes.Unavailable, codes.Unavailable},
+		{"exists", wrap(backend.ErrExists), codes.AlreadyExists, codes.AlreadyExists},
+		{"too small", wrap(backend.ErrTooSmall), codes.OutOfRange, codes.OutOfRange},
+		{"snapshot not found", wrap(dirvol.ErrSnapshotNotFound), codes.NotFound, codes.NotFound},
 		{"anything else", errors.New("boom"), codes.Internal, codes.Internal},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -335,9 +335,10 @@ func (n *NodeServer) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVol
 	done := make(chan result, 1)
 	go func() {
 		// The lock is held until statfs returns, so a hung mount costs one
-		// goroutine, not one per kubelet poll.
-		defer release()
+		// goroutine, not one per kubelet poll. Released before the answer
+		// is sent: a poll right after this one must not find it held.
 		r, err := n.stats(p)
+		release()
 		done <- result{r, err}
 	}()
 	select {

@@ -22,7 +22,7 @@ import (
 // NodePublishVolume is a real bind mount (read-only ones remounted ro) and
 // every NodeUnpublishVolume a real unmount.
 //
-// Specs that do not run, and why (csi-test v5.4.0: 92 specs, 36 run, 55
+// Specs that do not run, and why (csi-test v5.4.0: 92 specs, 55 run, 36
 // skipped, 1 pending):
 //
 //	skipped  specs                                   reason
@@ -34,16 +34,13 @@ import (
 //	5        NodeStageVolume 3, NodeUnstageVolume 2  STAGE_UNSTAGE_VOLUME: one mount per publish
 //	4        NodeExpandVolume                        node EXPAND_VOLUME: ControllerExpandVolume returns
 //	                                                 NodeExpansionRequired=false
-//	4        CreateVolume from a snapshot (2) or     CREATE_DELETE_SNAPSHOT, CLONE_VOLUME: not implemented
-//	         a volume (2)
-//	15       CreateSnapshot 5, DeleteSnapshot 3,     snapshots: not implemented
-//	         ListSnapshots 7
 //	6        group snapshots                         GROUP_CONTROLLER_SERVICE: not implemented
 //	8        CreateVolume with a VolumeAttributes-   MODIFY_VOLUME: not implemented
 //	         Class 2, ControllerModifyVolume 6
 //
-// The 36 that run must pass: identity 3; ControllerGetCapabilities 1,
-// CreateVolume 7, DeleteVolume 3, ValidateVolumeCapabilities 4, GetCapacity 1,
+// The 55 that run must pass: identity 3; ControllerGetCapabilities 1,
+// CreateVolume 7 and from a snapshot or a volume 4 (copies, pkg/dirvol),
+// CreateSnapshot 5, DeleteSnapshot 3, ListSnapshots 7, DeleteVolume 3, ValidateVolumeCapabilities 4, GetCapacity 1,
 // ControllerExpandVolume 3; NodeGetCapabilities 1, NodeGetInfo 1,
 // NodePublishVolume 3, NodeUnpublishVolume 3, NodeGetVolumeStats 4, and the
 // node "should work" and "should be idempotent" lifecycles (create, publish,
@@ -110,10 +107,14 @@ func TestSanity(t *testing.T) {
 	}
 	cfg.IdempotentCount = 3
 	sanity.Test(t, cfg)
+	snapshots := filepath.Join(share, ".carve-snapshots")
 
 	d.svc.WaitPurges()
 	if left := sanitytest.Entries(t, filepath.Join(share, "sanity")); len(left) > 0 {
 		t.Errorf("volume directories left after the suite deleted every volume: %v", left)
+	}
+	if left := sanitytest.Entries(t, snapshots); len(left) > 0 {
+		t.Errorf("snapshots left after the suite deleted every snapshot: %v", left)
 	}
 	if m := sanitytest.MountsUnder(t, dir); len(m) > 0 {
 		t.Errorf("mounts left after the suite unpublished every volume: %v", m)

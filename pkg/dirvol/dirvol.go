@@ -18,6 +18,7 @@
 //	                 cut and given a digest when too long), each with a
 //	                 <entry>.json record naming the volume's path and claim
 //	.carve-trash/    deleted volumes waiting to be purged
+//	.carve-snapshots/ snapshots: copies of volumes and their records (snapshot.go)
 //
 // A Share is safe for concurrent use by one process: operations that change the
 // tree shape are serialized.
@@ -86,7 +87,10 @@ type Meta struct {
 	CapacityBytes int64 `json:"capacityBytes,omitempty"`
 	// GID is the group allocated to the directory (0: none). Recorded before
 	// the PV exists, so a restart can rebuild the GID table from the share.
-	GID     int64     `json:"gid,omitempty"`
+	GID int64 `json:"gid,omitempty"`
+	// Source is the snapshot or volume ID the directory was filled from
+	// ("" for an empty volume); a retry must name the same one.
+	Source  string    `json:"source,omitempty"`
 	Updated time.Time `json:"updated"`
 }
 
@@ -187,11 +191,24 @@ func (s *Share) Lookup(dir []string) (*Info, error) {
 // removes the half-made one). If the directory already exists it is left
 // untouched and created is false. Errors no retry can fix wrap ErrPermanent.
 func (s *Share) Create(ctx context.Context, dir []string, own Owner, meta Meta) (created bool, err error) {
+	return s.create(ctx, dir, own, meta, nil)
+}
+
+// filler populates a new volume directory (fd) before it gets its final
+// name; beat refreshes the creation's marker during a long fill.
+type filler func(ctx context.Context, root, fd int, beat func()) error
+
+func (s *Share) create(ctx context.Context, dir []string, own Owner, meta Meta, fill filler) (created bool, err error) {
 	if err := checkDir(dir); err != nil {
 		return false, err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	locked := true
+	defer func() {
+		if locked {
+			s.mu.Unlock()
+		}
+	}()
 	root, err := s.openRoot(true)
 	if err != nil {
 		return false, err
@@ -221,7 +238,7 @@ func (s *Share) Create(ctx context.Context, dir []string, own Owner, meta Meta) 
 	defer unix.Close(tmp)
 	id := randomSuffix()
 	name := newPrefix + id
-	if err := writeMarker(tmp, id, creation{Dir: strings.Join(dir, "/"), Tmp: name, Started: time.Now().UTC()}); err != nil {
+	if err := writeMarker(tmp, id, creation{Dir: strings.Join(dir, "/"), Tmp: name, Started: time.Now().UTC(), Fill: fill != nil}); err != nil {
 		return false, err
 	}
 	defer unix.Unlinkat(tmp, markerName(id), 0)
@@ -233,6 +250,30 @@ func (s *Share) Create(ctx context.Context, dir []string, own Owner, meta Meta) 
 		_ = unix.Unlinkat(parent, name, unix.AT_REMOVEDIR)
 		return false, err
 	}
+	discard := func() {
+		if err := removeAllAt(parent, name); err != nil {
+			klog.FromContext(ctx).Error(err, "Removing an unfinished volume directory failed; Purge retries", "share", s.root, "tmp", name)
+		}
+	}
+	if fill != nil {
+		// A copy can take long: other volumes on the share must not wait.
+		// The directory has a name no one else uses, and the marker's
+		// heartbeat keeps Purge away from it.
+		s.mu.Unlock()
+		locked = false
+		beat := func() {
+			now := unix.NsecToTimespec(time.Now().UnixNano())
+			_ = unix.UtimesNanoAt(tmp, markerName(id), []unix.Timespec{now, now}, unix.AT_SYMLINK_NOFOLLOW)
+		}
+		err = fill(ctx, root, fd, beat)
+		s.mu.Lock()
+		locked = true
+		if err != nil {
+			unix.Close(fd)
+			discard()
+			return false, err
+		}
+	}
 	// Chown before chmod: chown clears the setgid bit.
 	err = unix.Fchown(fd, int(own.UID), int(own.GID))
 	if err == nil {
@@ -240,11 +281,11 @@ func (s *Share) Create(ctx context.Context, dir []string, own Owner, meta Meta) 
 	}
 	unix.Close(fd)
 	if err != nil {
-		_ = unix.Unlinkat(parent, name, unix.AT_REMOVEDIR)
+		discard()
 		return false, fmt.Errorf("set owner %d:%d mode %#o: %w", own.UID, own.GID, own.Mode, err)
 	}
 	if err := renameRetry(parent, name, parent, leaf); err != nil {
-		_ = unix.Unlinkat(parent, name, unix.AT_REMOVEDIR)
+		discard()
 		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
 			return false, nil
 		}
@@ -254,7 +295,7 @@ func (s *Share) Create(ctx context.Context, dir []string, own Owner, meta Meta) 
 		return true, err
 	}
 	klog.FromContext(ctx).V(4).Info("Created volume directory", "share", s.root, "dir", strings.Join(dir, "/"),
-		"uid", own.UID, "gid", own.GID, "mode", fmt.Sprintf("%#o", own.Mode))
+		"uid", own.UID, "gid", own.GID, "mode", fmt.Sprintf("%#o", own.Mode), "filled", fill != nil)
 	return true, nil
 }
 
@@ -425,6 +466,9 @@ func (s *Share) Purge(ctx context.Context) error {
 			logger.V(2).Info("Purged deleted volume", "share", s.root, "entry", d+"/"+n)
 		}
 		unix.Close(fd)
+	}
+	if err := purgeSnapshotTemps(ctx, root); err != nil {
+		errs = append(errs, fmt.Errorf("purge unfinished snapshots: %w", err))
 	}
 	return errors.Join(errs...)
 }

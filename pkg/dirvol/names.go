@@ -71,6 +71,9 @@ type creation struct {
 	Dir     string    `json:"dir"` // the volume directory being created
 	Tmp     string    `json:"tmp"` // its temporary name in Dir's parent
 	Started time.Time `json:"started"`
+	// Fill: the directory was being filled (a clone or a restore), so what
+	// a crash leaves may hold files; otherwise it is empty.
+	Fill bool `json:"fill,omitempty"`
 }
 
 func markerName(id string) string { return id + ".json" }
@@ -123,7 +126,11 @@ func finishMarker(root, tmpfd int, name string, c creation) error {
 	if checkDir(dir) == nil {
 		parent, err := resolve(root, dir[:len(dir)-1])
 		if err == nil {
-			err = unix.Unlinkat(parent, c.Tmp, unix.AT_REMOVEDIR)
+			if c.Fill {
+				err = removeAllAt(parent, c.Tmp)
+			} else {
+				err = unix.Unlinkat(parent, c.Tmp, unix.AT_REMOVEDIR)
+			}
 			unix.Close(parent)
 			if err != nil && !errors.Is(err, unix.ENOENT) {
 				return fmt.Errorf("remove unfinished %s/%s: %w", strings.Join(dir[:len(dir)-1], "/"), c.Tmp, err)

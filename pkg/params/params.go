@@ -92,6 +92,10 @@ type Config struct {
 	GIDMin int64
 	GIDMax int64
 
+	// RestoreAcrossNamespaces: claims may be filled from snapshots and
+	// volumes of other namespaces (CheckDataSource).
+	RestoreAcrossNamespaces bool
+
 	// Gluster is the gluster part (backend gluster only, else nil).
 	Gluster *GlusterConfig
 }
@@ -147,6 +151,12 @@ func Parse(raw map[string]string) (*Config, error) {
 			c.OnDelete = p
 		case VolumeType:
 			c.VolumeType = strings.ToLower(v)
+		case RestoreAcrossNamespaces:
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				bad(fmt.Errorf("%w: %s=%q: must be true or false", ErrInvalid, k, v))
+			}
+			c.RestoreAcrossNamespaces = b
 		case UID:
 			n, err := parseID(k, v)
 			if err != nil {
@@ -262,7 +272,8 @@ func withNotes(errs []error, notes []string) error {
 	return errors.Join(errs...)
 }
 
-var known = append([]string{Backend, Server, Share, PathPattern, OnDelete, VolumeType, UID, GID, Mode, GIDMin, GIDMax}, glusterKeys...)
+var known = append([]string{Backend, Server, Share, PathPattern, OnDelete, VolumeType, UID, GID, Mode, GIDMin, GIDMax,
+	RestoreAcrossNamespaces}, glusterKeys...)
 
 func parseID(k, v string) (int64, error) {
 	n, err := strconv.ParseInt(v, 10, 64)

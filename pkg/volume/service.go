@@ -56,6 +56,9 @@ type Request struct {
 	Vars      params.Vars
 	SizeBytes int64  // requested capacity; enforced where the backend is a Limiter
 	ClaimUID  string // claim UID; names a volume-per-claim (Gluster mode volume)
+	// Source fills the new volume from a snapshot or another volume (nil:
+	// empty). It must be on the share the class renders the volume on.
+	Source *Source
 }
 
 // Result is a carved or re-attached volume.
@@ -92,6 +95,8 @@ type Service struct {
 	mu         sync.Mutex
 	pending    map[string]pending // location → volume handed out, PV maybe not visible yet
 	shareLocks map[*dirvol.Share]*sync.Mutex
+
+	inUse map[string]int // snapshots and volumes a copy reads (use)
 
 	purgeMu  sync.Mutex
 	purging  map[*dirvol.Share]bool
@@ -193,11 +198,18 @@ func (s *Service) openShare(ctx context.Context, b backend.Backend, id volid.ID)
 func (s *Service) Create(ctx context.Context, req Request) (*Result, error) {
 	logger := klog.FromContext(ctx)
 	if req.Config != nil && req.Config.VolumePerClaim() {
+		if req.Source != nil {
+			return nil, errWholeVolume
+		}
 		return s.createVolume(ctx, req)
 	}
 	id, b, err := s.Locate(req)
 	if err != nil {
 		return nil, err
+	}
+	if req.Source != nil && req.Source.shareLocation() != id.ShareLocation() {
+		return nil, fmt.Errorf("%w: the data source %s is on another share than the claim's StorageClass renders the volume on (%s): "+
+			"carve restores and clones within one share", backend.ErrInvalid, req.Source.String(), id.ShareLocation())
 	}
 	share, err := s.openShare(ctx, b, id)
 	if err != nil {
@@ -208,7 +220,9 @@ func (s *Service) Create(ctx context.Context, req Request) (*Result, error) {
 
 	// One decision per share at a time: two claims rendering the same path
 	// must not both see it free.
-	unlock := s.lockLocation(share)
+	unlockShare := s.lockLocation(share)
+	var once sync.Once
+	unlock := func() { once.Do(unlockShare) }
 	defer unlock()
 
 	info, err := share.Lookup(id.Dir)
@@ -222,7 +236,12 @@ func (s *Service) Create(ctx context.Context, req Request) (*Result, error) {
 		} else if other != "" {
 			return nil, fmt.Errorf("%w: %s would contain the directory of %s", errNested, id.DirPath(), other)
 		}
-		res, err := s.carve(ctx, share, id, req, meta)
+		var res *Result
+		if req.Source != nil {
+			res, err = s.fill(ctx, share, id, req, meta, unlock)
+		} else {
+			res, err = s.carve(ctx, share, id, req, meta)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -233,6 +252,10 @@ func (s *Service) Create(ctx context.Context, req Request) (*Result, error) {
 	}
 
 	if info.Meta != nil && info.Meta.PV == req.Name {
+		if info.Meta.Source != req.Source.String() {
+			return nil, fmt.Errorf("%w: volume %s exists, filled from %q, and the request names %q as its data source",
+				backend.ErrExists, req.Name, info.Meta.Source, req.Source.String())
+		}
 		// A retry for the same volume (e.g. the PV could not be saved, or the
 		// process died before saving it): its GID must stay taken, and a
 		// limit an expansion raised since must not be lowered.
@@ -243,6 +266,10 @@ func (s *Service) Create(ctx context.Context, req Request) (*Result, error) {
 			s.gids.Reserve(res.GID)
 		}
 		return res, s.applyClaimLimit(ctx, b, id, req, res)
+	}
+	if req.Source != nil {
+		return nil, fmt.Errorf("%w: directory %s on %s exists already; carve fills only new directories from a data source "+
+			"(delete the old data or change pathPattern)", backend.ErrConflict, id.DirPath(), id.Share)
 	}
 	if s.referrers == nil && info.Meta != nil && info.Meta.PV != "" {
 		// Without a cluster view carve cannot tell whether that volume still
@@ -283,6 +310,14 @@ func (s *Service) Create(ctx context.Context, req Request) (*Result, error) {
 }
 
 func (s *Service) carve(ctx context.Context, share *dirvol.Share, id volid.ID, req Request, meta dirvol.Meta) (*Result, error) {
+	return s.carveWith(ctx, id, req, meta, func(own dirvol.Owner, meta dirvol.Meta) (bool, error) {
+		return share.Create(ctx, id.Dir, own, meta)
+	})
+}
+
+// carveWith allocates the owner of a new directory and makes it with create.
+func (s *Service) carveWith(ctx context.Context, id volid.ID, req Request, meta dirvol.Meta,
+	create func(dirvol.Owner, dirvol.Meta) (bool, error)) (*Result, error) {
 	cfg := req.Config
 	own := dirvol.Owner{Mode: cfg.DirMode()}
 	if cfg.UID != nil {
@@ -301,12 +336,15 @@ func (s *Service) carve(ctx context.Context, share *dirvol.Share, id volid.ID, r
 	}
 	own.GID = max(gid, 0)
 	meta.GID = own.GID
-	created, err := share.Create(ctx, id.Dir, own, meta)
+	created, err := create(own, meta)
 	if err != nil || !created {
 		if s.gids != nil && cfg.AllocateGID() && gid >= 0 {
 			s.gids.Release(gid)
 		}
 		if err != nil {
+			if isClassified(err) {
+				return nil, err
+			}
 			return nil, wrapStorage(err)
 		}
 		// Lost a race outside this process; let the caller retry the decision.
@@ -445,6 +483,9 @@ func (s *Service) Delete(ctx context.Context, name string, id volid.ID) (Outcome
 			logger.Info("Keeping volume directory: another live PersistentVolume uses it", "dir", id.DirPath(), "user", r.PV)
 			return Outcome{Action: backend.ActionKeptInUse, Where: r.PV}, nil
 		}
+	}
+	if err := s.busy(id.Location(), "volume "+id.DirPath()); err != nil {
+		return Outcome{}, err
 	}
 	info, err := share.Lookup(id.Dir)
 	switch {
@@ -642,7 +683,10 @@ func groupOf(info *dirvol.Info, cfg *params.Config) int64 {
 // paths are conflicts the user must resolve, paths the filesystem refuses are
 // invalid requests, anything else is worth a retry.
 func wrapStorage(err error) error {
-	if errors.Is(err, dirvol.ErrUnsafe) {
+	if isClassified(err) {
+		return err
+	}
+	if errors.Is(err, dirvol.ErrUnsafe) || errors.Is(err, dirvol.ErrUnsupportedFile) {
 		return fmt.Errorf("%w: %w", backend.ErrConflict, err)
 	}
 	if errors.Is(err, dirvol.ErrPermanent) {
@@ -651,4 +695,15 @@ func wrapStorage(err error) error {
 		return fmt.Errorf("%w: %w", backend.ErrInvalid, err)
 	}
 	return fmt.Errorf("%w: %w", backend.ErrUnavailable, err)
+}
+
+// isClassified: err already carries one of pkg/backend's outcomes.
+func isClassified(err error) bool {
+	for _, e := range []error{backend.ErrInvalid, backend.ErrConflict, backend.ErrUnavailable, backend.ErrNotFound,
+		backend.ErrBusy, backend.ErrExists, backend.ErrTooSmall} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }

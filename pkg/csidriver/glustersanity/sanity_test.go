@@ -35,7 +35,7 @@ import (
 //
 // Specs that do not run are the NFS run's (pkg/csidriver/sanity_test.go),
 // for the same reasons: the capabilities advertised do not depend on the
-// backend (csi-test v5.4.0: 92 specs, 36 run, 55 skipped, 1 pending):
+// backend (csi-test v5.4.0: 92 specs, 55 run, 36 skipped, 1 pending):
 //
 //	skipped  specs                                   reason
 //	3 (+1)   ListVolumes (+ the pending pagination   LIST_VOLUMES not advertised: a retained volume's
@@ -46,10 +46,6 @@ import (
 //	5        NodeStageVolume 3, NodeUnstageVolume 2  STAGE_UNSTAGE_VOLUME: one mount per publish
 //	4        NodeExpandVolume                        node EXPAND_VOLUME: ControllerExpandVolume raises
 //	                                                 the quota, NodeExpansionRequired=false
-//	4        CreateVolume from a snapshot (2) or     CREATE_DELETE_SNAPSHOT, CLONE_VOLUME: not implemented
-//	         a volume (2)
-//	15       CreateSnapshot 5, DeleteSnapshot 3,     snapshots: not implemented
-//	         ListSnapshots 7
 //	6        group snapshots                         GROUP_CONTROLLER_SERVICE: not implemented
 //	8        CreateVolume with a VolumeAttributes-   MODIFY_VOLUME: not implemented
 //	         Class 2, ControllerModifyVolume 6
@@ -138,10 +134,14 @@ func TestGlusterSanity(t *testing.T) {
 	}
 	cfg.IdempotentCount = 3
 	sanity.Test(t, cfg)
+	snapshots := filepath.Join(ctrlMount, ".carve-snapshots")
 
 	ctrl.WaitPurges()
 	if left := sanitytest.Entries(t, filepath.Join(ctrlMount, "sanity")); len(left) > 0 {
 		t.Errorf("volume directories left after the suite deleted every volume: %v", left)
+	}
+	if left := sanitytest.Entries(t, snapshots); len(left) > 0 {
+		t.Errorf("snapshots left after the suite deleted every snapshot: %v", left)
 	}
 	if m := sanitytest.MountsUnder(t, dir); len(m) > 0 {
 		t.Errorf("mounts left after the suite unpublished every volume: %v", m)

@@ -386,4 +386,5 @@ func Run(t *testing.T, newEnv func(t *testing.T) Env) {
 			t.Errorf("carve wrote into the volume: %v", entries)
 		}
 	})
+	runSnapshots(t, newEnv)
 }
