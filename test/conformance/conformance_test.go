@@ -55,7 +55,7 @@ func capabilities(extra map[string]bool) map[string]bool {
 	c := map[string]bool{
 		"persistence": true, "exec": true, "multipods": true, "RWX": true, "fsGroup": true,
 		"block": false, "topology": false, "volumeLimits": false, "singleNodeVolume": false,
-		"snapshotDataSource": false, "pvcDataSource": false,
+		"snapshotDataSource": false, "pvcDataSource": true,
 		"controllerExpansion": false, "nodeExpansion": false, "onlineExpansion": false, "offlineExpansion": false,
 	}
 	for k, v := range extra {
