@@ -624,16 +624,8 @@ func (s *Share) writeMeta(root int, dir []string, m Meta) error {
 // half-written records are skipped: a record is written to a temporary name
 // and renamed, so only foreign files can be undecodable.
 func (s *Share) Records(ctx context.Context) ([]Meta, error) {
-	root, err := s.openRoot(false)
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(root)
-	md, err := resolve(root, []string{metaDir})
-	if errors.Is(err, ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
+	md, err := s.openArea(metaDir)
+	if err != nil || md < 0 {
 		return nil, err
 	}
 	defer unix.Close(md)
@@ -659,6 +651,24 @@ func (s *Share) Records(ctx context.Context) ([]Meta, error) {
 		out = append(out, *m)
 	}
 	return out, nil
+}
+
+// openArea opens carve's directory name (.carve-meta, .carve-snapshots) at
+// the verified root, for reading: -1 when it does not exist yet.
+func (s *Share) openArea(name string) (int, error) {
+	root, err := s.openRoot(false)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(root)
+	fd, err := resolve(root, []string{name})
+	if errors.Is(err, ErrNotFound) {
+		return -1, nil
+	}
+	if err != nil {
+		return -1, err
+	}
+	return fd, nil
 }
 
 func (s *Share) removeMeta(root int, dir []string) error {

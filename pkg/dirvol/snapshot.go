@@ -198,16 +198,8 @@ func (s *Share) Snapshot(entry string) (*SnapshotRecord, error) {
 // Snapshots returns the records of every whole snapshot on the share, by
 // entry name. Unreadable records are skipped (logged).
 func (s *Share) Snapshots(ctx context.Context) ([]SnapshotRecord, error) {
-	root, err := s.openRoot(false)
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(root)
-	area, err := resolve(root, []string{snapDir})
-	if errors.Is(err, ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
+	area, err := s.openArea(snapDir)
+	if err != nil || area < 0 {
 		return nil, err
 	}
 	defer unix.Close(area)

@@ -2,8 +2,6 @@ package gluster
 
 import (
 	"context"
-	"errors"
-	"strings"
 
 	"github.com/carve-csi/carve/pkg/backend"
 	"github.com/carve-csi/carve/pkg/dirvol"
@@ -24,19 +22,7 @@ var _ backend.ShareLister = (*Backend)(nil)
 // MappedShares implements backend.ShareLister: the Gluster volumes in
 // --mount-map (keys whose share is a volume name, not a path).
 func (b *Backend) MappedShares(ctx context.Context) ([]*dirvol.Share, error) {
-	var out []*dirvol.Share
-	var errs []error
-	for k := range b.opts.Resolver.Map {
-		server, volume, ok := sharemount.SplitKey(k)
-		if !ok || strings.HasPrefix(volume, "/") {
-			continue
-		}
-		s, err := b.Share(ctx, []string{server}, volume)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		out = append(out, s)
-	}
-	return out, errors.Join(errs...)
+	return sharemount.Open(b.opts.Resolver.Map, false, func(server, volume string) (*dirvol.Share, error) {
+		return b.Share(ctx, []string{server}, volume)
+	})
 }

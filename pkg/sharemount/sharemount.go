@@ -67,6 +67,27 @@ func (m Map) String() string {
 	return strings.Join(parts, ",")
 }
 
+// Open calls open for each mapped share of one kind, exports (a path:
+// NFS) or volumes (a name: Gluster), and returns what it opened, with the
+// errors of the others joined.
+func Open[T any](m Map, exports bool, open func(server, share string) (T, error)) ([]T, error) {
+	var out []T
+	var errs []error
+	for k := range m {
+		server, share, ok := splitServer(k)
+		if !ok || strings.HasPrefix(share, "/") != exports {
+			continue
+		}
+		v, err := open(server, share)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, v)
+	}
+	return out, errors.Join(errs...)
+}
+
 // SplitKey splits a Key back into server and share.
 func SplitKey(k string) (server, share string, ok bool) { return splitServer(k) }
 
