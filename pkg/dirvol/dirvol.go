@@ -558,11 +558,8 @@ func metaName(dir []string) string {
 }
 
 func (s *Share) readMeta(root int, dir []string) (*Meta, error) {
-	md, err := resolve(root, []string{metaDir})
-	if errors.Is(err, ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
+	md, err := openAreaAt(root, metaDir)
+	if err != nil || md < 0 {
 		return nil, err
 	}
 	defer unix.Close(md)
@@ -661,6 +658,12 @@ func (s *Share) openArea(name string) (int, error) {
 		return -1, err
 	}
 	defer unix.Close(root)
+	return openAreaAt(root, name)
+}
+
+// openAreaAt opens carve's directory name under root: -1 when it does not
+// exist yet.
+func openAreaAt(root int, name string) (int, error) {
 	fd, err := resolve(root, []string{name})
 	if errors.Is(err, ErrNotFound) {
 		return -1, nil
@@ -672,11 +675,8 @@ func (s *Share) openArea(name string) (int, error) {
 }
 
 func (s *Share) removeMeta(root int, dir []string) error {
-	md, err := resolve(root, []string{metaDir})
-	if errors.Is(err, ErrNotFound) {
-		return nil
-	}
-	if err != nil {
+	md, err := openAreaAt(root, metaDir)
+	if err != nil || md < 0 {
 		return err
 	}
 	defer unix.Close(md)

@@ -242,11 +242,8 @@ func (s *Share) DeleteSnapshot(ctx context.Context, entry string) error {
 		return err
 	}
 	defer unix.Close(root)
-	area, err := resolve(root, []string{snapDir})
-	if errors.Is(err, ErrNotFound) {
-		return nil
-	}
-	if err != nil {
+	area, err := openAreaAt(root, snapDir)
+	if err != nil || area < 0 {
 		return err
 	}
 	defer unix.Close(area)
@@ -317,11 +314,8 @@ func (s *Share) createCopy(ctx context.Context, dir []string, own Owner, meta Me
 
 // purgeSnapshotTemps removes snapshots a crash left half taken.
 func purgeSnapshotTemps(ctx context.Context, root int) error {
-	area, err := resolve(root, []string{snapDir})
-	if errors.Is(err, ErrNotFound) {
-		return nil
-	}
-	if err != nil {
+	area, err := openAreaAt(root, snapDir)
+	if err != nil || area < 0 {
 		return err
 	}
 	defer unix.Close(area)
