@@ -35,8 +35,12 @@ func main() {
 	flag.StringVar(&cfg.FUSERoot, "fuse-root", "/var/lib/kubelet/pods", "mode fuse: mount only beneath this directory (the kubelet's pods directory)")
 	flag.StringVar(&cfg.MetricsAddress, "metrics-address", "", "serve Prometheus metrics on this address (e.g. :8080); empty: off")
 	flag.StringVar(&cfg.HealthAddress, "health-address", "", "serve /healthz and /readyz on this address (e.g. :8081); empty: off")
-	kubeReferrers := flag.Bool("kube-referrers", true, "controller: watch PersistentVolumes and claims so a directory is never "+
-		"deleted or handed out while another live volume uses it (needs list/watch RBAC on both)")
+	kubeReferrers := flag.Bool("kube-referrers", true, "controller: watch PersistentVolumes, and read the claims of those that point at "+
+		"a directory, so a directory is never deleted or handed out while another live volume uses it (needs list/watch RBAC on both)")
+	// A DeleteVolume reads the deleted PV's claim: client-go's 5/s would
+	// hold a mass deletion to 5 volumes/s.
+	qps := flag.Float64("kube-api-qps", 50, "controller: client-side limit of API requests per second (--kube-referrers)")
+	burst := flag.Int("kube-api-burst", 100, "controller: client-side burst of API requests (--kube-referrers)")
 	kubeconfig := flag.String("kubeconfig", "", "kubeconfig file for --kube-referrers; empty: in-cluster configuration")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
@@ -47,6 +51,10 @@ func main() {
 	}
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "unexpected arguments: %v\n", flag.Args())
+		os.Exit(2)
+	}
+	if *qps <= 0 || *burst <= 0 {
+		fmt.Fprintln(os.Stderr, "--kube-api-qps and --kube-api-burst must be positive")
 		os.Exit(2)
 	}
 	if cfg.Mode == csidriver.ModeFUSE && cfg.FUSESocket == "" {
@@ -66,7 +74,7 @@ func main() {
 	}
 
 	if *kubeReferrers && cfg.Mode.Controller() {
-		client, err := kubeclient.New(*kubeconfig, "carve-csi-driver", 0, 0)
+		client, err := kubeclient.New(*kubeconfig, "carve-csi-driver", float32(*qps), *burst)
 		if err != nil {
 			logger.Error(err, "Cannot create Kubernetes client for --kube-referrers (set --kube-referrers=false to run without a cluster view)")
 			klog.FlushAndExit(klog.ExitFlushTimeout, 1)

@@ -7,7 +7,9 @@ import (
 	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -17,16 +19,37 @@ import (
 	"github.com/carve-csi/carve/pkg/volume"
 )
 
-// errNotSynced: a call needed the cluster view before its caches synced.
-var errNotSynced = errors.New("the PersistentVolume and claim caches have not synced")
+// errNotSynced: a call needed the cluster view before its cache synced.
+var errNotSynced = errors.New("the PersistentVolume cache has not synced")
+
+// apiClaims looks claims up on the API server (kubeview.ClaimLookup).
+type apiClaims struct{ client kubernetes.Interface }
+
+func (a apiClaims) ClaimUID(ctx context.Context, namespace, name string) (types.UID, bool, error) {
+	pvc, err := a.client.CoreV1().PersistentVolumeClaims(namespace).Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return "", false, nil
+	case err != nil:
+		return "", false, fmt.Errorf("get claim %s/%s: %w", namespace, name, err)
+	}
+	return pvc.UID, true, nil
+}
 
 // lazyView is the cluster view (kubeview.ClusterView) of the controller,
 // started by the first call that needs it. Only the replica whose
 // csi-provisioner leads is sent CreateVolume and DeleteVolume; a standby's
 // informers would only decode every PV and claim update of the cluster
 // (issue 17: as much CPU as the leader's carving). A call waits, within
-// its deadline, until both caches have synced: no directory is handed out
+// its deadline, until the PV cache has synced: no directory is handed out
 // or deleted on a partial view.
+//
+// Only PVs are cached. A claim is read from the API server when a PV
+// points at a directory being decided on (a delete, a re-attach; a new
+// claim's fresh directory has none), so the leader does not decode every
+// claim update of the cluster a second time beside csi-provisioner's own
+// claim cache (issue 17): a few GETs against about five watch events per
+// claim. A GET also sees a claim the moment it exists, where a cache lags.
 type lazyView struct {
 	client kubernetes.Interface
 	resync time.Duration
@@ -35,7 +58,7 @@ type lazyView struct {
 	runCtx  context.Context // the process's: the informers run until it ends
 	factory informers.SharedInformerFactory
 	view    *kubeview.ClusterView
-	synced  chan struct{} // closed when both caches have synced
+	synced  chan struct{} // closed when the PV cache has synced
 }
 
 var _ volume.Referrers = (*lazyView)(nil)
@@ -71,15 +94,14 @@ func (l *lazyView) start() (<-chan struct{}, error) {
 		return l.synced, nil
 	}
 	factory := kubeview.NewInformerFactory(l.client, l.resync)
-	view, err := kubeview.NewClusterView(
-		factory.Core().V1().PersistentVolumes().Informer(),
-		factory.Core().V1().PersistentVolumeClaims().Informer())
+	view, err := kubeview.NewClusterViewLookup(
+		factory.Core().V1().PersistentVolumes().Informer(), apiClaims{l.client})
 	if err != nil {
 		return nil, err
 	}
 	l.factory, l.view, l.synced = factory, view, make(chan struct{})
 	log := klog.FromContext(l.runCtx)
-	log.Info("First call that needs the cluster view: starting the PersistentVolume and claim caches")
+	log.Info("First call that needs the cluster view: starting the PersistentVolume cache")
 	factory.Start(l.runCtx.Done())
 	go func(synced chan struct{}) {
 		t0 := time.Now()
@@ -89,7 +111,7 @@ func (l *lazyView) start() (<-chan struct{}, error) {
 				return
 			}
 		}
-		log.Info("PersistentVolume and claim caches synced", "took", time.Since(t0).Round(time.Millisecond))
+		log.Info("PersistentVolume cache synced", "took", time.Since(t0).Round(time.Millisecond))
 		close(synced)
 	}(l.synced)
 	return l.synced, nil

@@ -3,6 +3,7 @@ package csidriver
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/carve-csi/carve/pkg/kubeview"
 	"github.com/carve-csi/carve/pkg/params"
+	"github.com/carve-csi/carve/pkg/volid"
 )
 
 // liveVolume is a carve CSI PV of ns/data whose claim exists.
@@ -102,14 +104,82 @@ func TestLazyViewStartsOnFirstCall(t *testing.T) {
 	}
 	_, err := h.d.controller.CreateVolume(h.ctx, createReq("pvc-b", 1, claim(p, "ns", "data", "pvc-b")))
 	wantCode(t, err, codes.FailedPrecondition, "in use by PersistentVolume pvc-a")
+	// Claims are read, never watched: csi-provisioner already caches them.
+	for _, a := range client.Actions() {
+		if a.GetResource().Resource == "persistentvolumeclaims" && (a.GetVerb() == "watch" || a.GetVerb() == "list" && !isAccessCheck(a)) {
+			t.Errorf("the view %ss claims: %v", a.GetVerb(), a)
+		}
+	}
+}
+
+// isAccessCheck: waitAccess's list of at most one claim.
+func isAccessCheck(a k8stesting.Action) bool {
+	l, ok := a.(k8stesting.ListActionImpl)
+	return ok && l.ListOptions.Limit == 1
+}
+
+// A PV's claim is read from the API server: gone or replaced (another UID)
+// is not live, and a claim that cannot be read fails the call instead of
+// counting as gone.
+func TestLazyViewReadsClaims(t *testing.T) {
+	pv, pvc := liveVolume()
+	client := fake.NewClientset(pv, pvc)
+	var failGet atomic.Bool
+	client.PrependReactor("get", "persistentvolumeclaims", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if failGet.Load() {
+			return true, nil, apierrors.NewServiceUnavailable("etcd is away")
+		}
+		return false, nil, nil
+	})
+	ctx, cancel := context.WithCancel(t.Context())
+	view := newLazyView(ctx, client, 0)
+	t.Cleanup(func() { cancel(); view.shutdown() })
+	id, err := volid.Parse(pv.Spec.CSI.VolumeHandle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := func() (bool, error) {
+		cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+		defer ccancel()
+		refs, err := view.Referrers(cctx, id.Location())
+		if err != nil {
+			return false, err
+		}
+		if len(refs) != 1 || refs[0].PV != "pvc-a" {
+			t.Fatalf("referrers of %s: %+v, want pvc-a", id.Location(), refs)
+		}
+		return refs[0].Live, nil
+	}
+	if l, err := live(); err != nil || !l {
+		t.Errorf("claim exists: live %v, %v; want live", l, err)
+	}
+	failGet.Store(true)
+	if l, err := live(); err == nil || !strings.Contains(err.Error(), "etcd is away") {
+		t.Errorf("claim unreadable: live %v, err %v; want the error", l, err)
+	}
+	failGet.Store(false)
+	replaced := pvc.DeepCopy()
+	replaced.UID = "uid-b"
+	if _, err := client.CoreV1().PersistentVolumeClaims("ns").Update(ctx, replaced, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := live(); err != nil || l {
+		t.Errorf("claim replaced: live %v, %v; want not live", l, err)
+	}
+	if err := client.CoreV1().PersistentVolumeClaims("ns").Delete(ctx, "data", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := live(); err != nil || l {
+		t.Errorf("claim deleted: live %v, %v; want not live", l, err)
+	}
 }
 
 // A call whose deadline passes before the caches sync fails, retryably,
 // instead of deciding on a partial view.
 func TestLazyViewCallTimesOutUnsynced(t *testing.T) {
 	client := fake.NewClientset()
-	client.PrependReactor("list", "persistentvolumeclaims", func(k8stesting.Action) (bool, runtime.Object, error) {
-		return true, nil, apierrors.NewForbidden(v1.Resource("persistentvolumeclaims"), "", errors.New("no RBAC"))
+	client.PrependReactor("list", "persistentvolumes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(v1.Resource("persistentvolumes"), "", errors.New("no RBAC"))
 	})
 	ctx, cancel := context.WithCancel(t.Context())
 	view := newLazyView(ctx, client, 0)
@@ -117,7 +187,7 @@ func TestLazyViewCallTimesOutUnsynced(t *testing.T) {
 	actx, acancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer acancel()
 	if err := view.waitAccess(actx, 10*time.Millisecond); err == nil {
-		t.Fatal("waitAccess succeeded without the right to list claims")
+		t.Fatal("waitAccess succeeded without the right to list PersistentVolumes")
 	}
 	cctx, ccancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer ccancel()

@@ -13,6 +13,8 @@ import (
 	"sync"
 
 	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
@@ -35,7 +37,7 @@ const (
 // also keeps the table of allocated GIDs.
 type ClusterView struct {
 	volumes cache.Indexer
-	claims  cache.Indexer
+	claims  ClaimLookup
 
 	mu     sync.Mutex
 	loaded bool
@@ -92,9 +94,34 @@ func carveID(obj any) (volid.ID, bool) {
 	return id, ok && err == nil
 }
 
-// NewClusterView indexes the PV informer by carve location. Call it before the
-// informers start.
+// ClaimLookup answers whether a claim exists, and its UID: whether a PV's
+// claim is live.
+type ClaimLookup interface {
+	ClaimUID(ctx context.Context, namespace, name string) (uid types.UID, exists bool, err error)
+}
+
+// cachedClaims answers from a claim informer's cache.
+type cachedClaims struct{ cache.Indexer }
+
+func (c cachedClaims) ClaimUID(_ context.Context, namespace, name string) (types.UID, bool, error) {
+	obj, exists, err := c.GetByKey(namespace + "/" + name)
+	if err != nil || !exists {
+		return "", false, err
+	}
+	return obj.(metav1.Object).GetUID(), true, nil
+}
+
+// NewClusterView indexes the PV informer by carve location and answers
+// claims from the claim informer's cache. Call it before the informers start.
 func NewClusterView(pvInformer, pvcInformer cache.SharedIndexInformer) (*ClusterView, error) {
+	return NewClusterViewLookup(pvInformer, cachedClaims{pvcInformer.GetIndexer()})
+}
+
+// NewClusterViewLookup is NewClusterView with claims looked up through
+// claims: a process that holds no claim informer of its own (carve's CSI
+// controller, beside csi-provisioner's) asks the API server for the few
+// claims of PVs that point at a directory being decided on.
+func NewClusterViewLookup(pvInformer cache.SharedIndexInformer, claims ClaimLookup) (*ClusterView, error) {
 	err := pvInformer.AddIndexers(cache.Indexers{locationIndex: func(obj any) ([]string, error) {
 		id, ok := carveID(obj)
 		if !ok {
@@ -117,7 +144,7 @@ func NewClusterView(pvInformer, pvcInformer cache.SharedIndexInformer) (*Cluster
 	if err != nil {
 		return nil, fmt.Errorf("index PersistentVolumes: %w", err)
 	}
-	return &ClusterView{volumes: pvInformer.GetIndexer(), claims: pvcInformer.GetIndexer(), used: map[int64]bool{}}, nil
+	return &ClusterView{volumes: pvInformer.GetIndexer(), claims: claims, used: map[int64]bool{}}, nil
 }
 
 var (
@@ -126,16 +153,16 @@ var (
 )
 
 // Referrers implements volume.Referrers.
-func (c *ClusterView) Referrers(_ context.Context, location string) ([]volume.Ref, error) {
-	return c.refs(locationIndex, location)
+func (c *ClusterView) Referrers(ctx context.Context, location string) ([]volume.Ref, error) {
+	return c.refs(ctx, locationIndex, location)
 }
 
 // Nested implements volume.Referrers.
-func (c *ClusterView) Nested(_ context.Context, location string) ([]volume.Ref, error) {
-	return c.refs(withinIndex, location)
+func (c *ClusterView) Nested(ctx context.Context, location string) ([]volume.Ref, error) {
+	return c.refs(ctx, withinIndex, location)
 }
 
-func (c *ClusterView) refs(index, location string) ([]volume.Ref, error) {
+func (c *ClusterView) refs(ctx context.Context, index, location string) ([]volume.Ref, error) {
 	objs, err := c.volumes.ByIndex(index, location)
 	if err != nil {
 		return nil, err
@@ -143,7 +170,11 @@ func (c *ClusterView) refs(index, location string) ([]volume.Ref, error) {
 	refs := make([]volume.Ref, 0, len(objs))
 	for _, o := range objs {
 		pv := o.(*v1.PersistentVolume)
-		r := volume.Ref{PV: pv.Name, Live: c.live(pv)}
+		live, err := c.live(ctx, pv)
+		if err != nil {
+			return nil, fmt.Errorf("claim of PersistentVolume %s: %w", pv.Name, err)
+		}
+		r := volume.Ref{PV: pv.Name, Live: live}
 		if pv.Spec.ClaimRef != nil {
 			r.Namespace = pv.Spec.ClaimRef.Namespace
 		}
@@ -154,17 +185,17 @@ func (c *ClusterView) refs(index, location string) ([]volume.Ref, error) {
 
 // live: a PV whose claim still exists, or one without a claim that any new
 // claim could bind (conservative: such a PV may be handed out at any moment).
-func (c *ClusterView) live(pv *v1.PersistentVolume) bool {
+// A claim that cannot be looked up is an error, never taken as gone.
+func (c *ClusterView) live(ctx context.Context, pv *v1.PersistentVolume) (bool, error) {
 	ref := pv.Spec.ClaimRef
 	if ref == nil {
-		return true
+		return true, nil
 	}
-	obj, exists, err := c.claims.GetByKey(ref.Namespace + "/" + ref.Name)
+	uid, exists, err := c.claims.ClaimUID(ctx, ref.Namespace, ref.Name)
 	if err != nil || !exists {
-		return false
+		return false, err
 	}
-	claim := obj.(*v1.PersistentVolumeClaim)
-	return ref.UID == "" || ref.UID == claim.UID
+	return ref.UID == "" || ref.UID == uid, nil
 }
 
 // ErrNoGID: the range is exhausted.

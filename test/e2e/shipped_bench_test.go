@@ -49,6 +49,8 @@ type shippedPath struct {
 	app    string   // the controller pods' app.kubernetes.io/name
 	images []string // the image tarballs (make images) its pods run
 	deploy func(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode, repo, share, tag string) error
+	// imagesDir, when set, holds another build's images (BENCH_BASELINE_IMAGES).
+	imagesDir string
 }
 
 var shippedPaths = []shippedPath{
@@ -89,12 +91,22 @@ type shippedResult struct {
 // host's load. A default in deploy/ that throttles provisioning shows up as a
 // figure here; the benchmark fails only on errors (claims never bound), never
 // on figures. BENCH_LOGS=DIR saves the controller pods' logs there.
+// BENCH_BASELINE_IMAGES=DIR (the bin/images of another build, e.g. main's)
+// runs the CSI path with those images first, through this tree's deploy/,
+// so a change to carve's CSI controller is measured before and after in
+// the same host conditions.
 //
 //	make bench
 func BenchmarkShippedDeployments(b *testing.B) {
 	n, kcmQPS := benchParams()
 	results := map[string]*shippedResult{}
-	for _, p := range shippedPaths {
+	paths := shippedPaths
+	if dir := os.Getenv("BENCH_BASELINE_IMAGES"); dir != "" {
+		base := shippedPaths[0]
+		base.name, base.imagesDir = "csi-baseline", dir
+		paths = append([]shippedPath{base}, paths...)
+	}
+	for _, p := range paths {
 		b.Run(p.name, func(b *testing.B) {
 			results[p.name] = runShipped(b, p, n, kcmQPS)
 		})
@@ -123,6 +135,14 @@ func BenchmarkShippedDeployments(b *testing.B) {
 	row("peak RSS MiB, busiest pod", mib(csi.peakPod), mib(classic.peakPod))
 	row("CPU s, all controller pods", csi.cpu.Seconds(), classic.cpu.Seconds())
 	row("s from apply to all Bound", csi.wall.Seconds(), classic.wall.Seconds())
+	if base := results["csi-baseline"]; base != nil {
+		row("baseline s to all PVs", base.toPVs.Seconds(), classic.toPVs.Seconds())
+		row("baseline s to all Bound", base.toBound.Seconds(), classic.toBound.Seconds())
+		row("baseline claims/s to PV", float64(n)/base.toPVs.Seconds(), float64(n)/classic.toPVs.Seconds())
+		row("baseline claims/s to Bound", float64(n)/base.toBound.Seconds(), float64(n)/classic.toBound.Seconds())
+		row("baseline CPU s, controllers", base.cpu.Seconds(), classic.cpu.Seconds())
+		fmt.Fprintf(&sb, "host load average (1m 5m 15m) csi-baseline %s → %s\n", base.load0, base.load1)
+	}
 	fmt.Fprintf(&sb, "host load average (1m 5m 15m) csi %s → %s, classic %s → %s\n", csi.load0, csi.load1, classic.load0, classic.load1)
 	b.Log("\n" + sb.String())
 }
@@ -132,6 +152,12 @@ func mib(v int64) float64 { return float64(v) / (1 << 20) }
 func runShipped(b *testing.B, p shippedPath, n int, kcmQPS string) *shippedResult {
 	t0 := time.Now()
 	tars, tag := realImages(b)
+	if p.imagesDir != "" {
+		var err error
+		if tars, tag, err = scenario.RealImages(p.imagesDir); err != nil {
+			b.Fatalf("BENCH_BASELINE_IMAGES: %v", err)
+		}
+	}
 	tars = slices.DeleteFunc(tars, func(t string) bool {
 		return !slices.Contains(p.images, strings.TrimSuffix(filepath.Base(t), ".tar"))
 	})
