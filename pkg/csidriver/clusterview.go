@@ -68,8 +68,9 @@ func newLazyView(ctx context.Context, client kubernetes.Interface, resync time.D
 }
 
 // waitAccess blocks until this process may list PersistentVolumes and
-// claims (the RBAC the view needs), retrying every interval: a replica
-// that could never build its view must not report ready.
+// claims (the view watches PVs and reads claims; the RBAC grants claims'
+// get with list), retrying every interval: a replica that could never
+// build its view must not report ready.
 func (l *lazyView) waitAccess(ctx context.Context, interval time.Duration) error {
 	logged := false
 	return wait.PollUntilContextCancel(ctx, interval, true, func(ctx context.Context) (bool, error) {
