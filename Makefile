@@ -112,10 +112,14 @@ conformance-full:
 ## BenchmarkShippedDeployments (deploy/csi-driver and deploy/provisioner side by
 ## side on a real node, images and share changed only; README "Sizing").
 ## BENCH_CLAIMS, BENCH_KCM_QPS (the controller-manager's --kube-api-qps, default 500).
+## BenchmarkBacklog: a backlog of claims worked through by carve and by a bare client with
+## carve's client settings (the API limit), the ratio (bin/bench/backlog.txt).
+## BenchmarkCacheMemory: memory at BENCH_CACHE_PVS (10000,20000) PVs and claims, restarts
+## after SIGKILL and SIGTERM (bin/bench/cache-memory.txt). BENCH_BASELINE_BIN: builds to compare.
 ## BenchmarkGlusterCreate: Gluster create latency, subdir with quota (cold, warm p50/p99) and
 ## volume mode, before/after side by side (bin/bench/gluster-create.txt).
 bench: tools images
-	CARVE_IMAGES_DIR=$(IMAGES_DIR) $(GO) test -tags e2e -run '^$$' -bench 'BenchmarkClaims|BenchmarkCacheMemory|BenchmarkShippedDeployments' -benchtime 1x -count=1 -timeout 60m -v ./test/e2e
+	CARVE_IMAGES_DIR=$(IMAGES_DIR) $(GO) test -tags e2e -run '^$$' -bench 'BenchmarkClaims|BenchmarkBacklog|BenchmarkCacheMemory|BenchmarkShippedDeployments' -benchtime 1x -count=1 -timeout 90m -v ./test/e2e
 	$(GO) test -run '^$$' -bench 'BenchmarkGlusterCreate' -benchtime 1x -count=1 -timeout 30m -v ./pkg/gluster
 
 ## demo: the same story for a person to watch; stays up until Ctrl-C (DEMO_FLAGS=--exit to stop at the end).

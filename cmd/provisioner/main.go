@@ -27,7 +27,7 @@ func main() {
 	flag.Var(cfg.MountMap, "mount-map", "SERVER:SHARE=LOCALPATH: the share is already mounted at LOCALPATH (repeatable)")
 	flag.StringVar(&cfg.MountsDir, "mounts-dir", "", "mount unmapped shares under this directory (needs privileges); empty: only --mount-map shares")
 	flag.IntVar(&cfg.Threadiness, "threadiness", 32, "claim and volume workers")
-	qps := flag.Float64("kube-api-qps", 200, "client-side limit of API requests per second")
+	qps := flag.Float64("kube-api-qps", 200, "client-side limit of API requests per second (events have a budget of their own of the same size)")
 	burst := flag.Int("kube-api-burst", 400, "client-side burst of API requests")
 	flag.BoolVar(&cfg.LeaderElect, "leader-elect", true, "elect a leader with a Lease, so replicas can run for availability")
 	flag.StringVar(&cfg.LeaderElectNS, "leader-elect-namespace", "", "namespace of the Lease; empty: $POD_NAMESPACE or the service account's")
@@ -66,6 +66,12 @@ func main() {
 		logger.Error(err, "Cannot create Kubernetes client")
 		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
 	}
+	events, err := kubeclient.New(*kubeconfig, "carve-provisioner", float32(*qps), *burst)
+	if err != nil {
+		logger.Error(err, "Cannot create Kubernetes client")
+		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
+	}
+	client = kubeclient.EventsApart(client, events)
 	if err := provisioner.Run(ctx, client, cfg); err != nil {
 		logger.Error(err, "Provisioner failed")
 		klog.FlushAndExit(klog.ExitFlushTimeout, 1)

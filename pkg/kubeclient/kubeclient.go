@@ -9,6 +9,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientfeatures "k8s.io/client-go/features"
 	"k8s.io/client-go/kubernetes"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	typedeventsv1 "k8s.io/client-go/kubernetes/typed/events/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -61,4 +63,36 @@ type watchListGates struct{ clientfeatures.Gates }
 
 func (g watchListGates) Enabled(f clientfeatures.Feature) bool {
 	return f == clientfeatures.WatchListClient || g.Gates.Enabled(f)
+}
+
+// EventsApart returns client with its events written through events, a
+// client with a rate limiter of its own, as kube-scheduler does: the
+// provisioning lib writes two events per claim ("Provisioning",
+// "ProvisioningSucceeded") beside the PV itself, so on one limiter the
+// events took two thirds of --kube-api-qps and a backlog of claims got PVs
+// at a third of the rate the API server allowed. Events stay best-effort
+// (client-go's recorder drops them when its queue is full and rate-limits
+// them per object).
+func EventsApart(client, events kubernetes.Interface) kubernetes.Interface {
+	return eventsApart{Interface: client, events: events}
+}
+
+type eventsApart struct {
+	kubernetes.Interface
+	events kubernetes.Interface
+}
+
+func (c eventsApart) CoreV1() typedcorev1.CoreV1Interface {
+	return coreEventsApart{CoreV1Interface: c.Interface.CoreV1(), events: c.events.CoreV1()}
+}
+
+func (c eventsApart) EventsV1() typedeventsv1.EventsV1Interface { return c.events.EventsV1() }
+
+type coreEventsApart struct {
+	typedcorev1.CoreV1Interface
+	events typedcorev1.CoreV1Interface
+}
+
+func (c coreEventsApart) Events(namespace string) typedcorev1.EventInterface {
+	return c.events.Events(namespace)
 }

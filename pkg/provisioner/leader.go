@@ -44,6 +44,31 @@ func leaseNamespace() string {
 	return "default"
 }
 
+// leaderIdentity names this process in the Lease. Inside a pod that passes
+// its UID (POD_UID from the downward API) the identity is the pod's: a pod's
+// UID is never reused, and the kubelet starts a container again only after
+// the previous one has exited, so a process that finds its own identity
+// holding the Lease knows its predecessor is dead and renews the Lease at
+// once (client-go's elector treats a Lease held by its own identity as its
+// own) instead of waiting 15 s for it to expire after a crash. Any other
+// process (another pod, a node failure, a force-deleted pod still running on
+// a lost node) has a different UID and waits for expiry as before. Without
+// POD_UID every start is a new identity: the safe default when nothing
+// proves that the previous holder of a name is gone.
+func leaderIdentity() (string, error) {
+	host, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("leader election identity: %w", err)
+	}
+	if uid := os.Getenv("POD_UID"); uid != "" {
+		if pod := os.Getenv("POD_NAME"); pod != "" {
+			host = pod
+		}
+		return host + "_" + uid, nil
+	}
+	return host + "_" + string(uuid.NewUUID()), nil
+}
+
 // lead runs work while this process holds the Lease, and hands the Lease
 // over when work returns after ctx ends. The lib's own election never
 // releases it, so after every rolling update the new replica waited out the
@@ -53,13 +78,8 @@ func leaseNamespace() string {
 // once. The lease is the lib's (same name, namespace and timings), so
 // replicas of older builds still exclude this one. An error means the Lease
 // was lost while working.
-func lead(ctx context.Context, client kubernetes.Interface, namespace, name string, work func(context.Context), stopped func()) error {
+func lead(ctx context.Context, client kubernetes.Interface, namespace, name, id string, work func(context.Context), stopped func()) error {
 	logger := klog.FromContext(ctx)
-	host, err := os.Hostname()
-	if err != nil {
-		return fmt.Errorf("leader election identity: %w", err)
-	}
-	id := host + "_" + string(uuid.NewUUID())
 	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, namespace, name,
 		client.CoreV1(), client.CoordinationV1(), resourcelock.ResourceLockConfig{Identity: id})
 	if err != nil {

@@ -127,7 +127,11 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config) error {
 		if ns == "" {
 			ns = leaseNamespace()
 		}
-		if err := lead(ctx, client, ns, leaseName(cfg.Name), pc.Run, prov.Stop); err != nil {
+		id, err := leaderIdentity()
+		if err != nil {
+			return err
+		}
+		if err := lead(ctx, client, ns, leaseName(cfg.Name), id, pc.Run, prov.Stop); err != nil {
 			return err
 		}
 	} else {

@@ -20,6 +20,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
@@ -31,21 +32,30 @@ import (
 
 // BenchmarkCacheMemory measures what the cluster's size costs the classic
 // provisioner (the CSI controller builds the same caches, kubeview): its RSS
-// once its caches have synced in an almost empty cluster and with
-// BENCH_CACHE_PVS (default 10000) bound carve PVs and their claims, the
-// growth per 1000 pairs, and the time from start to ready (a restart). The
+// once its caches have synced in an almost empty cluster and at each size of
+// BENCH_CACHE_PVS (comma-separated, ascending; default 10000,20000) bound
+// carve PVs and their claims, the growth per 1000 pairs, and the time from
+// start to ready (a restart). The
 // PVs and claims are copies of one that carve provisioned, bound by the
 // controller-manager, so they carry the fields and managedFields a real
 // cluster's do. BENCH_BASELINE_BIN names other builds of cmd/provisioner
 // (older commits, comma-separated) measured the same way in the same
-// cluster, side by side. Then each binary is restarted BENCH_RESTARTS
-// (default 4) times with leader election on, as deployed, and one new
-// claim is timed after each restart. It reports figures; it never fails on
-// them.
+// cluster, side by side. At the first size each binary is restarted
+// BENCH_RESTARTS (default 5) times with leader election on, as deployed,
+// after SIGKILL and SIGTERM in turn, in the same pod (same POD_NAME and
+// POD_UID: a container restart) or in a new one, and one new claim is timed
+// after each restart. It reports figures; it never fails on them.
 func BenchmarkCacheMemory(b *testing.B) {
-	n := 10000
+	sizes := []int{10000, 20000}
 	if s := os.Getenv("BENCH_CACHE_PVS"); s != "" {
-		n, _ = strconv.Atoi(s)
+		sizes = nil
+		for _, f := range strings.Split(s, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n <= 0 || (len(sizes) > 0 && n <= sizes[len(sizes)-1]) {
+				b.Fatalf("BENCH_CACHE_PVS=%q: want ascending positive counts", s)
+			}
+			sizes = append(sizes, n)
+		}
 	}
 	share := filepath.Join(b.TempDir(), "export")
 	if err := os.Mkdir(share, 0o755); err != nil {
@@ -79,7 +89,7 @@ func BenchmarkCacheMemory(b *testing.B) {
 	client := benchClient(b, c, map[string]string{"backend": "nfs", "server": "bench.local", "share": "/export",
 		"pathPattern": "${pvc.metadata.namespace}/${pvc.metadata.name}"})
 	run := func(bin string, args ...string) (*provisionerRun, error) {
-		return startBenchProvisioner(b, c, bin, share, args...)
+		return startBenchProvisioner(b, c, bin, share, nil, args...)
 	}
 
 	// One claim provisioned by carve is the template of the others.
@@ -94,73 +104,91 @@ func BenchmarkCacheMemory(b *testing.B) {
 	}
 
 	type figures struct {
-		rss0, rssN, hwmN int64
-		live0, liveN     int64
-		cpuN             time.Duration
-		ready0, readyN   time.Duration
+		rss, hwm, live int64
+		cpu, ready     time.Duration
 	}
-	got := make([]figures, len(bins))
-	for i, bin := range bins {
-		r, err := run(bin.path)
-		if err != nil {
-			b.Fatal(err)
+	// got[i][k]: binary i at size k; size 0 is the empty cluster.
+	got := make([][]figures, len(bins))
+	measure := func(k int) error {
+		for i, bin := range bins {
+			r, err := run(bin.path)
+			if err != nil {
+				return err
+			}
+			f := figures{ready: r.ready, rss: r.settledRSS(ctx)}
+			f.hwm, f.live, f.cpu = peakRSS(r.p.Pid()), r.liveHeap(), r.cpu()
+			r.stop()
+			got[i] = append(got[i], f)
 		}
-		got[i].ready0, got[i].rss0 = r.ready, r.settledRSS(ctx)
-		got[i].live0 = r.liveHeap()
-		r.stop()
+		return nil
 	}
-	t0 := time.Now()
-	if err := copyPairs(ctx, client, pvc, pv, n); err != nil {
+	if err := measure(0); err != nil {
 		b.Fatal(err)
 	}
-	b.Logf("%d PVs and claims created and Bound in %.1fs", n, time.Since(t0).Seconds())
-	for i, bin := range bins {
-		r, err := run(bin.path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		got[i].readyN, got[i].rssN = r.ready, r.settledRSS(ctx)
-		got[i].hwmN = peakRSS(r.p.Pid())
-		got[i].liveN = r.liveHeap()
-		got[i].cpuN = r.cpu()
-		r.stop()
-	}
-	memLoad := loadavg()
-	restarts := 4
+	restarts := 5
 	if s := os.Getenv("BENCH_RESTARTS"); s != "" {
 		restarts, _ = strconv.Atoi(s)
 	}
+	var loads, created []string
 	restartRuns := make([][]restartRun, len(bins))
-	for i, bin := range bins {
-		restartRuns[i], err = measureRestarts(ctx, b, client, restarts, fmt.Sprintf("b%d", i), func() (*provisionerRun, error) {
-			// As deployed: a Lease elects the replica that works.
-			return run(bin.path, "--leader-elect=true", "--leader-elect-namespace=carve-system")
-		})
-		if err != nil {
+	have := 0
+	for k, n := range sizes {
+		t0 := time.Now()
+		if err := copyPairs(ctx, client, pvc, pv, have, n); err != nil {
 			b.Fatal(err)
+		}
+		created = append(created, fmt.Sprintf("%d->%d in %.0fs", have, n, time.Since(t0).Seconds()))
+		have = n
+		b.Logf("%d PVs and claims created and Bound in %.1fs (load %s)", n, time.Since(t0).Seconds(), loadavg())
+		if err := measure(k + 1); err != nil {
+			b.Fatal(err)
+		}
+		loads = append(loads, loadavg())
+		if k != 0 {
+			continue
+		}
+		for i, bin := range bins {
+			restartRuns[i], err = measureRestarts(ctx, b, client, restarts, fmt.Sprintf("b%d", i), func(podEnv []string) (*provisionerRun, error) {
+				// As deployed: a Lease elects the replica that works.
+				return startBenchProvisioner(b, c, bin.path, share, podEnv, "--leader-elect=true", "--leader-elect-namespace=carve-system")
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
 		}
 	}
 	mib := func(v int64) float64 { return float64(v) / (1 << 20) }
 	var out strings.Builder
-	fmt.Fprintf(&out, "classic provisioner, caches synced, %d carve PVs + claims (host load %s):\n", n, memLoad)
-	fmt.Fprintf(&out, "  %-30s %9s %9s %9s %10s %10s %12s %11s %10s %9s\n", "binary", "anon empty", "anon full", "peak full",
-		"heap empty", "heap full", "heap per 1k", "ready empty", "ready full", "CPU full")
+	fmt.Fprintf(&out, "classic provisioner, caches synced, carve PVs + claims (created: %s):\n", strings.Join(created, ", "))
+	fmt.Fprintf(&out, "  %-30s %7s %9s %9s %9s %9s %12s %9s %8s  %s\n", "binary", "PVs", "anon", "peak", "live heap",
+		"anon/1k", "heap/1k", "ready", "CPU", "host load")
 	for i, bin := range bins {
-		f := got[i]
-		per1k := mib(f.liveN-f.live0) / float64(n) * 1000
-		fmt.Fprintf(&out, "  %-30s %8.0fM %8.0fM %8.0fM %9.0fM %9.0fM %11.1fM %10.2fs %9.2fs %8.2fs\n", bin.name,
-			mib(f.rss0), mib(f.rssN), mib(f.hwmN), mib(f.live0), mib(f.liveN), per1k, f.ready0.Seconds(), f.readyN.Seconds(), f.cpuN.Seconds())
-		if i == 0 {
-			b.ReportMetric(mib(f.rssN), "MiB-anon-RSS-full")
-			b.ReportMetric(per1k, "MiB-heap-per-1k-PVs")
-			b.ReportMetric(f.readyN.Seconds(), "s-ready-full")
+		for k, f := range got[i] {
+			n, load := 0, "-"
+			if k > 0 {
+				n, load = sizes[k-1], loads[k-1]
+			}
+			per1k := func(v, v0 int64) string {
+				if n == 0 {
+					return "-"
+				}
+				return fmt.Sprintf("%.2fM", mib(v-v0)/float64(n)*1000)
+			}
+			fmt.Fprintf(&out, "  %-30s %7d %8.0fM %8.0fM %8.0fM %9s %12s %8.2fs %7.2fs  %s\n", bin.name, n,
+				mib(f.rss), mib(f.hwm), mib(f.live), per1k(f.rss, got[i][0].rss), per1k(f.live, got[i][0].live),
+				f.ready.Seconds(), f.cpu.Seconds(), load)
+			if i == 0 && k > 0 {
+				b.ReportMetric(mib(f.rss), fmt.Sprintf("MiB-anon-RSS-%dk", n/1000))
+				b.ReportMetric(mib(f.live-got[i][0].live)/float64(n)*1000, fmt.Sprintf("MiB-heap-per-1k-at-%dk", n/1000))
+			}
 		}
 	}
-	fmt.Fprintf(&out, "restart with %d PVs + claims, leader election on, right after the previous process ended as listed; "+
-		"seconds from start to ready and to holding the Lease, and from creating one new claim (once ready) to its PV and to Bound:\n", n)
+	fmt.Fprintf(&out, "restart with %d PVs + claims, leader election on, right after the previous process ended as listed, "+
+		"in the same pod (same POD_NAME and POD_UID: a container restart) or a new one; "+
+		"seconds from start to ready and to holding the Lease, and from creating one new claim (once ready) to its PV and to Bound:\n", sizes[0])
 	for i, bin := range bins {
 		for j, r := range restartRuns[i] {
-			fmt.Fprintf(&out, "  %-30s run %d after %-8s ready %5.2fs  leading %6.2fs  first PV %6.2fs  first Bound %6.2fs  (load %s)\n",
+			fmt.Fprintf(&out, "  %-30s run %d after %-19s ready %5.2fs  leading %6.2fs  first PV %6.2fs  first Bound %6.2fs  (load %s)\n",
 				bin.name, j+1, r.after, r.ready.Seconds(), r.leading.Seconds(), r.pv.Seconds(), r.bound.Seconds(), r.load)
 		}
 	}
@@ -175,7 +203,10 @@ type provisionerRun struct {
 	ready   time.Duration // from start to /readyz answering 200
 }
 
-func startBenchProvisioner(b *testing.B, c *cluster.Cluster, bin, share string, args ...string) (*provisionerRun, error) {
+// startBenchProvisioner starts bin with the benchmark's flags and args and
+// waits until it is ready; env is added to its environment (a pod's
+// POD_NAME and POD_UID).
+func startBenchProvisioner(b *testing.B, c *cluster.Cluster, bin, share string, env []string, args ...string) (*provisionerRun, error) {
 	ctx := b.Context()
 	kubeconfig, err := c.ServiceAccountKubeconfig(ctx, "carve-system", "carve-provisioner")
 	if err != nil {
@@ -186,7 +217,7 @@ func startBenchProvisioner(b *testing.B, c *cluster.Cluster, bin, share string, 
 	p, err := c.StartProcess("carve-provisioner-"+strconv.FormatInt(t0.UnixNano(), 36), append([]string{bin,
 		"--kubeconfig=" + kubeconfig, "--mount-map=bench.local:/export=" + share,
 		"--leader-elect=false", "--health-address=" + health, "--metrics-address=127.0.0.1:0", "--v=1",
-	}, args...), append([]string{"POD_NAMESPACE=carve-system", "GODEBUG=gctrace=1"}, strings.Fields(os.Getenv("BENCH_PROVISIONER_ENV"))...))
+	}, args...), append(append([]string{"POD_NAMESPACE=carve-system", "GODEBUG=gctrace=1"}, env...), strings.Fields(os.Getenv("BENCH_PROVISIONER_ENV"))...))
 	if err != nil {
 		return nil, err
 	}
@@ -239,20 +270,30 @@ func (r *provisionerRun) leading() time.Duration {
 }
 
 // measureRestarts starts a provisioner runs times, each right after the
-// previous one ended (SIGKILL and SIGTERM in turn; the first with no Lease),
-// and times one new claim on each: what a user waits for after a crash or a
-// rolling update.
+// previous one ended, and times one new claim on each: what a user waits
+// for after a crash or a rolling update. The previous process ends with
+// SIGKILL and SIGTERM in turn (the first run starts with no Lease); after a
+// SIGKILL the next run is alternately the same pod (a container restart:
+// same POD_NAME and POD_UID) and a new pod (a node failure), after a SIGTERM
+// alternately a new pod (a rolling update) and the same pod.
 func measureRestarts(ctx context.Context, b *testing.B, client kubernetes.Interface, runs int, tag string,
-	start func() (*provisionerRun, error)) ([]restartRun, error) {
+	start func(podEnv []string) (*provisionerRun, error)) ([]restartRun, error) {
 	var out []restartRun
 	// Each binary starts from no Lease, whatever the one before left.
 	lease := strings.ReplaceAll("carve.csi.dev/provisioner", "/", "-")
 	if err := client.CoordinationV1().Leases("carve-system").Delete(ctx, lease, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		return nil, err
 	}
+	pod := 0
+	podEnv := func() []string {
+		name := fmt.Sprintf("carve-provisioner-%s-%d", tag, pod)
+		return []string{"POD_NAME=" + name, "POD_UID=" + string(uuid.NewUUID())}
+	}
+	env := podEnv()
 	after := "no Lease"
+	kills, terms := 0, 0
 	for i := range runs {
-		r, err := start()
+		r, err := start(env)
 		if err != nil {
 			return out, err
 		}
@@ -293,12 +334,24 @@ func measureRestarts(ctx context.Context, b *testing.B, client kubernetes.Interf
 		b.Logf("restart %d after %s: ready %.2fs, leading %.2fs, PV %.2fs, Bound %.2fs (log %s)", i+1, after,
 			rr.ready.Seconds(), rr.leading.Seconds(), rr.pv.Seconds(), rr.bound.Seconds(), r.p.LogPath)
 		out = append(out, rr)
+		samePod := false
 		if i%2 == 0 {
 			r.kill()
+			samePod = kills%2 == 0
+			kills++
 			after = "SIGKILL"
 		} else {
 			r.stop()
+			samePod = terms%2 == 1
+			terms++
 			after = "SIGTERM"
+		}
+		if samePod {
+			after += ", same pod"
+		} else {
+			pod++
+			env = podEnv()
+			after += ", new pod"
 		}
 	}
 	return out, nil
@@ -398,11 +451,11 @@ func provisionTemplate(ctx context.Context, client kubernetes.Interface) (*v1.Pe
 	return pvc, pv, nil
 }
 
-// copyPairs creates n copies of the template claim and PV, each claim
+// copyPairs creates copies from to n-1 of the template claim and PV, each claim
 // pre-bound to its PV (the claim's name replaces the template's everywhere
 // in the PV, so the paths and indexes differ), and waits until the
 // controller-manager has bound them all.
-func copyPairs(ctx context.Context, client kubernetes.Interface, tmplPVC *v1.PersistentVolumeClaim, tmplPV *v1.PersistentVolume, n int) error {
+func copyPairs(ctx context.Context, client kubernetes.Interface, tmplPVC *v1.PersistentVolumeClaim, tmplPV *v1.PersistentVolume, from, n int) error {
 	pvJSON, err := json.Marshal(tmplPV)
 	if err != nil {
 		return err
@@ -443,7 +496,7 @@ func copyPairs(ctx context.Context, client kubernetes.Interface, tmplPVC *v1.Per
 	}
 	go func() {
 		defer close(next)
-		for i := range n {
+		for i := from; i < n; i++ {
 			select {
 			case next <- i:
 			case <-ctx.Done():
@@ -464,11 +517,11 @@ func copyPairs(ctx context.Context, client kubernetes.Interface, tmplPVC *v1.Per
 		}
 		bound := 0
 		for _, c := range list.Items {
-			if c.Status.Phase == v1.ClaimBound {
+			if c.Status.Phase == v1.ClaimBound && strings.HasPrefix(c.Name, "claim-") {
 				bound++
 			}
 		}
-		return bound >= n+1, nil
+		return bound >= n, nil
 	})
 }
 
