@@ -114,9 +114,12 @@ conformance-full:
 ## BENCH_CLAIMS, BENCH_KCM_QPS (the controller-manager's --kube-api-qps, default 500).
 ## BenchmarkGlusterCreate: Gluster create latency, subdir with quota (cold, warm p50/p99) and
 ## volume mode, before/after side by side (bin/bench/gluster-create.txt).
+## BenchmarkSnapshotLayouts: snapshot/clone/restore of a volume of many files, copy vs reflink (XFS loop)
+## vs btrfs subvolume snapshot side by side (bin/bench/snapshot-layouts.txt; BENCH_SNAPSHOT_FILES).
 bench: tools images
 	CARVE_IMAGES_DIR=$(IMAGES_DIR) $(GO) test -tags e2e -run '^$$' -bench 'BenchmarkClaims|BenchmarkCacheMemory|BenchmarkShippedDeployments' -benchtime 1x -count=1 -timeout 60m -v ./test/e2e
 	$(GO) test -run '^$$' -bench 'BenchmarkGlusterCreate' -benchtime 1x -count=1 -timeout 30m -v ./pkg/gluster
+	$(GO) test -run '^$$' -bench 'BenchmarkSnapshotLayouts' -benchtime 1x -count=1 -timeout 30m ./pkg/dirvol
 
 ## demo: the same story for a person to watch; stays up until Ctrl-C (DEMO_FLAGS=--exit to stop at the end).
 demo:
