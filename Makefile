@@ -54,9 +54,11 @@ lint:
 	cd $(SIDECARS) && GOWORK=off $(GO) vet ./...
 	cd $(IMAGETOOLS) && GOWORK=off $(GO) vet ./...
 
-## sanity: csi-test v5.4.0 sanity against cmd/csi-driver's services, with real bind mounts (root).
+## sanity: csi-test v5.4.0 sanity against cmd/csi-driver's services, with real bind mounts (root);
+## then again with layout btrfs on a btrfs loop filesystem (pkg/csidriver/btrfssanity).
 sanity:
 	$(GO) test ./pkg/csidriver -run TestSanity -count=1 -v
+	$(GO) test ./pkg/csidriver/btrfssanity -count=1 -v
 
 ## fuzz: a short run of each fuzz target (the seed corpus also runs in `make unit`).
 fuzz:

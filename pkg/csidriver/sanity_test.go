@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/carve-csi/carve/internal/testenv/loopfs"
 	"github.com/carve-csi/carve/pkg/csidriver/internal/sanitytest"
 	"github.com/carve-csi/carve/pkg/dirvol"
 
@@ -53,35 +52,14 @@ func TestSanity(t *testing.T) {
 		}
 		t.Skip("the sanity run does real bind mounts and needs root (set CARVE_REQUIRE_REAL=1 to make this a failure)")
 	}
+	_, ctx := ktesting.NewTestContext(t)
+	ctx, cancel := context.WithCancel(ctx)
+
 	dir := t.TempDir()
 	share := filepath.Join(dir, "share")
 	if err := os.Mkdir(share, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	runSanity(t, dir, share, nil)
-}
-
-// TestSanityBtrfs runs the same suite with layout btrfs on a real btrfs
-// filesystem with quota (a loop device the test makes and removes): every
-// volume is a subvolume with a qgroup limit, snapshots and the volumes made
-// from them or from other volumes are subvolume snapshots, and stats come
-// from the qgroup. The same specs run and must pass.
-func TestSanityBtrfs(t *testing.T) {
-	if os.Getuid() != 0 {
-		if os.Getenv("CARVE_REQUIRE_REAL") == "1" {
-			t.Fatal("CARVE_REQUIRE_REAL=1: the sanity run needs root for its bind mounts")
-		}
-		t.Skip("the sanity run does real bind mounts and needs root (set CARVE_REQUIRE_REAL=1 to make this a failure)")
-	}
-	share := loopfs.Btrfs(t, 4<<30)
-	runSanity(t, t.TempDir(), share, map[string]string{"layout": "btrfs"})
-}
-
-// runSanity serves the driver with share as 127.0.0.1:/exports and runs the
-// suite; dir holds the socket and the mount targets.
-func runSanity(t *testing.T, dir, share string, extra map[string]string) {
-	_, ctx := ktesting.NewTestContext(t)
-	ctx, cancel := context.WithCancel(ctx)
 	if err := dirvol.Declare(share); err != nil {
 		t.Fatal(err)
 	}
@@ -126,9 +104,6 @@ func runSanity(t *testing.T, dir, share string, extra map[string]string) {
 		// (no --extra-create-metadata here).
 		"pathPattern": "sanity/${pv.metadata.name}",
 		"onDelete":    "delete",
-	}
-	for k, v := range extra {
-		cfg.TestVolumeParameters[k] = v
 	}
 	cfg.IdempotentCount = 3
 	sanity.Test(t, cfg)
