@@ -387,3 +387,33 @@ func loadavg() string {
 	b, _ := os.ReadFile("/proc/loadavg")
 	return strings.TrimSpace(string(b))
 }
+
+// A pod that reaches the filesystem directly can make a subvolume inside its
+// volume (the ioctl needs no privilege); deleting the volume removes it too.
+func TestBtrfsLayoutNestedSubvolumeDeleted(t *testing.T) {
+	s, root, ctx := btrfsShare(t, 512<<20)
+	if _, err := s.Create(ctx, []string{"v"}, owner(), Meta{PV: "pv", CapacityBytes: 64 << 20, Layout: params.LayoutBtrfs}); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(filepath.Join(root, "v"), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = createSubvolume(fd, "nested")
+	unix.Close(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "v", "nested", "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Trash(ctx, []string{"v"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Purge(ctx); err != nil {
+		t.Fatalf("Purge: %v", err)
+	}
+	if left := entries(t, filepath.Join(root, trashDir)); len(left) > 0 {
+		t.Fatalf("trash after Purge: %v", left)
+	}
+}
