@@ -259,15 +259,16 @@ func (s *Share) create(ctx context.Context, dir []string, own Owner, meta Meta, 
 	defer unix.Unlinkat(tmp, markerName(id), 0)
 	switch {
 	case mk != nil:
+		// Its errors say themselves what they are (a source gone, ...).
 		err = mk(root, parent, name)
 	case btrfs:
-		err = createSubvolume(parent, name)
+		err = permanent(createSubvolume(parent, name))
 	default:
-		err = unix.Mkdirat(parent, name, 0)
+		err = permanent(unix.Mkdirat(parent, name, 0))
 	}
 	if err != nil {
 		_ = removeAllAt(parent, name)
-		return false, permanent(fmt.Errorf("make %s in %s: %w", name, strings.Join(dir[:len(dir)-1], "/"), err))
+		return false, fmt.Errorf("make %s in %s: %w", name, strings.Join(dir[:len(dir)-1], "/"), err)
 	}
 	fd, err := openDirAt(parent, name)
 	if err != nil {
