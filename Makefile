@@ -54,9 +54,11 @@ lint:
 	cd $(SIDECARS) && GOWORK=off $(GO) vet ./...
 	cd $(IMAGETOOLS) && GOWORK=off $(GO) vet ./...
 
-## sanity: csi-test v5.4.0 sanity against cmd/csi-driver's services, with real bind mounts (root).
+## sanity: csi-test v5.4.0 sanity against cmd/csi-driver's services, with real bind mounts (root);
+## then again with layout btrfs on a btrfs loop filesystem (pkg/csidriver/btrfssanity).
 sanity:
 	$(GO) test ./pkg/csidriver -run TestSanity -count=1 -v
+	$(GO) test ./pkg/csidriver/btrfssanity -count=1 -v
 
 ## fuzz: a short run of each fuzz target (the seed corpus also runs in `make unit`).
 fuzz:
@@ -118,9 +120,12 @@ conformance-full:
 ## after SIGKILL and SIGTERM (bin/bench/cache-memory.txt). BENCH_BASELINE_BIN: builds to compare.
 ## BenchmarkGlusterCreate: Gluster create latency, subdir with quota (cold, warm p50/p99) and
 ## volume mode, before/after side by side (bin/bench/gluster-create.txt).
+## BenchmarkSnapshotLayouts: snapshot/clone/restore of a volume of many files, copy vs reflink (XFS loop)
+## vs btrfs subvolume snapshot side by side (bin/bench/snapshot-layouts.txt; BENCH_SNAPSHOT_FILES).
 bench: tools images
 	CARVE_IMAGES_DIR=$(IMAGES_DIR) $(GO) test -tags e2e -run '^$$' -bench 'BenchmarkClaims|BenchmarkBacklog|BenchmarkCacheMemory|BenchmarkShippedDeployments' -benchtime 1x -count=1 -timeout 90m -v ./test/e2e
 	$(GO) test -run '^$$' -bench 'BenchmarkGlusterCreate' -benchtime 1x -count=1 -timeout 30m -v ./pkg/gluster
+	$(GO) test -run '^$$' -bench 'BenchmarkSnapshotLayouts' -benchtime 1x -count=1 -timeout 30m ./pkg/dirvol
 
 ## demo: the same story for a person to watch; stays up until Ctrl-C (DEMO_FLAGS=--exit to stop at the end).
 demo:

@@ -271,8 +271,10 @@ func TestConcurrentCallsAbort(t *testing.T) {
 }
 
 // limiter wraps the NFS backend with a recorded size limit, like Gluster quota.
+// It embeds the interface, not *nfs.Backend, so the NFS backend's own
+// ApplyLimit (the btrfs layout) is not promoted and SetLimit is what counts.
 type limiter struct {
-	*nfs.Backend
+	backend.Backend
 	mu     sync.Mutex
 	limits map[string]int64
 }

@@ -380,14 +380,26 @@ func (n *NodeServer) stats(p string) (*csi.NodeGetVolumeStatsResponse, error) {
 		return nil, fmt.Errorf("statfs %s: %w", p, err)
 	}
 	bs := int64(st.Bsize)
+	bytes := &csi.VolumeUsage{
+		Unit:      csi.VolumeUsage_BYTES,
+		Total:     int64(st.Blocks) * bs,
+		Available: int64(st.Bavail) * bs,
+		Used:      int64(st.Blocks-st.Bfree) * bs,
+	}
+	if uint32(st.Type) == uint32(unix.BTRFS_SUPER_MAGIC) {
+		// The btrfs layout: statfs (and df in the pod) shows the whole
+		// filesystem; the claim's own figures are its qgroup's.
+		if q, err := volumeQuota(p); err != nil {
+			return nil, err
+		} else if q != nil && q.LimitBytes > 0 {
+			bytes.Total = q.LimitBytes
+			bytes.Used = q.ReferencedBytes
+			bytes.Available = min(max(q.LimitBytes-q.ReferencedBytes, 0), bytes.Available)
+		}
+	}
 	return &csi.NodeGetVolumeStatsResponse{
 		Usage: []*csi.VolumeUsage{
-			{
-				Unit:      csi.VolumeUsage_BYTES,
-				Total:     int64(st.Blocks) * bs,
-				Available: int64(st.Bavail) * bs,
-				Used:      int64(st.Blocks-st.Bfree) * bs,
-			},
+			bytes,
 			{
 				Unit:      csi.VolumeUsage_INODES,
 				Total:     int64(st.Files),
@@ -397,6 +409,21 @@ func (n *NodeServer) stats(p string) (*csi.NodeGetVolumeStatsResponse, error) {
 		},
 		VolumeCondition: &csi.VolumeCondition{Message: "mounted"},
 	}, nil
+}
+
+// volumeQuota reads the qgroup of the subvolume mounted at p (nil: not a
+// subvolume, or no quota).
+func volumeQuota(p string) (*dirvol.Quota, error) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", p, err)
+	}
+	defer unix.Close(fd)
+	q, err := dirvol.SubvolumeQuota(fd)
+	if err != nil {
+		return nil, fmt.Errorf("read the btrfs qgroup of %s: %w", p, err)
+	}
+	return q, nil
 }
 
 func abnormal(msg string) *csi.NodeGetVolumeStatsResponse {

@@ -28,6 +28,9 @@ type CopyStats struct {
 	// live source): they are left out, not an error.
 	Vanished int64
 	Elapsed  time.Duration
+	// Subvolume: nothing was copied, the data is a btrfs subvolume
+	// snapshot (the btrfs layout).
+	Subvolume bool `json:",omitempty"`
 }
 
 // progressEvery is how often a long copy logs its progress (and refreshes

@@ -90,7 +90,11 @@ type Meta struct {
 	GID int64 `json:"gid,omitempty"`
 	// Source is the snapshot or volume ID the directory was filled from
 	// ("" for an empty volume); a retry must name the same one.
-	Source  string    `json:"source,omitempty"`
+	Source string `json:"source,omitempty"`
+	// Layout is how the volume was made (params.Layout*; "" for a plain
+	// directory). With params.LayoutBtrfs, Create makes a btrfs subvolume
+	// limited to CapacityBytes (btrfs.go).
+	Layout  string    `json:"layout,omitempty"`
 	Updated time.Time `json:"updated"`
 }
 
@@ -191,14 +195,19 @@ func (s *Share) Lookup(dir []string) (*Info, error) {
 // removes the half-made one). If the directory already exists it is left
 // untouched and created is false. Errors no retry can fix wrap ErrPermanent.
 func (s *Share) Create(ctx context.Context, dir []string, own Owner, meta Meta) (created bool, err error) {
-	return s.create(ctx, dir, own, meta, nil)
+	return s.create(ctx, dir, own, meta, nil, nil)
 }
+
+// maker makes the new, empty or filled, volume directory name in parent
+// (root is the share's root); nil makes a plain directory, or an empty
+// subvolume in the btrfs layout.
+type maker func(root, parent int, name string) error
 
 // filler populates a new volume directory (fd) before it gets its final
 // name; beat refreshes the creation's marker during a long fill.
 type filler func(ctx context.Context, root, fd int, beat func()) error
 
-func (s *Share) create(ctx context.Context, dir []string, own Owner, meta Meta, fill filler) (created bool, err error) {
+func (s *Share) create(ctx context.Context, dir []string, own Owner, meta Meta, mk maker, fill filler) (created bool, err error) {
 	if err := checkDir(dir); err != nil {
 		return false, err
 	}
@@ -214,6 +223,12 @@ func (s *Share) create(ctx context.Context, dir []string, own Owner, meta Meta, 
 		return false, err
 	}
 	defer unix.Close(root)
+	btrfs := meta.Layout == params.LayoutBtrfs
+	if btrfs {
+		if err := s.checkBtrfsLayout(root); err != nil {
+			return false, err
+		}
+	}
 
 	parent, err := mkdirAll(root, dir[:len(dir)-1], parentMode)
 	if err != nil {
@@ -242,17 +257,36 @@ func (s *Share) create(ctx context.Context, dir []string, own Owner, meta Meta, 
 		return false, err
 	}
 	defer unix.Unlinkat(tmp, markerName(id), 0)
-	if err := unix.Mkdirat(parent, name, 0); err != nil {
-		return false, permanent(fmt.Errorf("mkdir %s in %s: %w", name, strings.Join(dir[:len(dir)-1], "/"), err))
+	switch {
+	case mk != nil:
+		// Its errors say themselves what they are (a source gone, ...).
+		err = mk(root, parent, name)
+	case btrfs:
+		err = permanent(createSubvolume(parent, name))
+	default:
+		err = permanent(unix.Mkdirat(parent, name, 0))
+	}
+	if err != nil {
+		_ = removeAllAt(parent, name)
+		return false, fmt.Errorf("make %s in %s: %w", name, strings.Join(dir[:len(dir)-1], "/"), err)
 	}
 	fd, err := openDirAt(parent, name)
 	if err != nil {
-		_ = unix.Unlinkat(parent, name, unix.AT_REMOVEDIR)
+		_ = removeAllAt(parent, name)
 		return false, err
 	}
 	discard := func() {
 		if err := removeAllAt(parent, name); err != nil {
 			klog.FromContext(ctx).Error(err, "Removing an unfinished volume directory failed; Purge retries", "share", s.root, "tmp", name)
+		}
+	}
+	if btrfs {
+		// Limited before it gets its name: the volume is never usable
+		// without its size.
+		if err := setQgroupLimit(fd, meta.CapacityBytes); err != nil {
+			unix.Close(fd)
+			discard()
+			return false, fmt.Errorf("%s on %s: %w", strings.Join(dir, "/"), s.root, err)
 		}
 	}
 	if fill != nil {
@@ -295,7 +329,7 @@ func (s *Share) create(ctx context.Context, dir []string, own Owner, meta Meta, 
 		return true, err
 	}
 	klog.FromContext(ctx).V(4).Info("Created volume directory", "share", s.root, "dir", strings.Join(dir, "/"),
-		"uid", own.UID, "gid", own.GID, "mode", fmt.Sprintf("%#o", own.Mode), "filled", fill != nil)
+		"uid", own.UID, "gid", own.GID, "mode", fmt.Sprintf("%#o", own.Mode), "filled", fill != nil || mk != nil, "layout", meta.Layout)
 	return true, nil
 }
 

@@ -137,6 +137,14 @@ func removeAllAt(dirfd int, name string) error {
 	if !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EPERM) {
 		return fmt.Errorf("unlink %s: %w", name, err)
 	}
+	if isSubvolumeAt(dirfd, name) {
+		// A btrfs-layout volume or snapshot: one ioctl drops it whole (a
+		// read-only snapshot cannot be emptied file by file). One holding
+		// subvolumes of its own is walked below instead.
+		if destroySubvolume(dirfd, name) == nil {
+			return nil
+		}
+	}
 	fd, err := unix.Openat(dirfd, name, dirFlags, 0)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", name, err)

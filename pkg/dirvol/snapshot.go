@@ -130,22 +130,36 @@ func (s *Share) CreateSnapshot(ctx context.Context, src []string, rec SnapshotRe
 		return nil, false, err
 	}
 	defer unix.Close(tfd)
-	if err := unix.Mkdirat(tfd, snapData, 0o700); err != nil {
-		return nil, false, fmt.Errorf("make snapshot %s: %w", rec.Entry, err)
-	}
-	dfd, err := openDirAt(tfd, snapData)
+	rec.SourceDir = strings.Join(src, "/")
+	subvol, err := isSubvolume(sfd)
 	if err != nil {
 		return nil, false, err
 	}
-	beat := func() {
-		now := unix.NsecToTimeval(time.Now().UnixNano())
-		_ = unix.Futimes(tfd, []unix.Timeval{now, now})
-	}
-	rec.SourceDir = strings.Join(src, "/")
-	rec.Stats, err = copyTree(ctx, sfd, dfd, true, "snapshot "+rec.Entry, beat)
-	unix.Close(dfd)
-	if err != nil {
-		return nil, false, fmt.Errorf("copy %s into snapshot %s: %w", rec.SourceDir, rec.Entry, err)
+	if subvol {
+		// The btrfs layout: a read-only snapshot of the volume's subvolume,
+		// instant whatever its size, shares every extent with it.
+		start := time.Now()
+		if err := snapshotSubvolume(sfd, tfd, snapData, true); err != nil {
+			return nil, false, fmt.Errorf("snapshot %s as %s: %w", rec.SourceDir, rec.Entry, err)
+		}
+		rec.Stats = CopyStats{Subvolume: true, Elapsed: time.Since(start)}
+	} else {
+		if err := unix.Mkdirat(tfd, snapData, 0o700); err != nil {
+			return nil, false, fmt.Errorf("make snapshot %s: %w", rec.Entry, err)
+		}
+		dfd, err := openDirAt(tfd, snapData)
+		if err != nil {
+			return nil, false, err
+		}
+		beat := func() {
+			now := unix.NsecToTimeval(time.Now().UnixNano())
+			_ = unix.Futimes(tfd, []unix.Timeval{now, now})
+		}
+		rec.Stats, err = copyTree(ctx, sfd, dfd, true, "snapshot "+rec.Entry, beat)
+		unix.Close(dfd)
+		if err != nil {
+			return nil, false, fmt.Errorf("copy %s into snapshot %s: %w", rec.SourceDir, rec.Entry, err)
+		}
 	}
 	if err := writeJSON(tfd, snapRecord, rec); err != nil {
 		return nil, false, err
@@ -163,7 +177,8 @@ func (s *Share) CreateSnapshot(ctx context.Context, src []string, rec SnapshotRe
 	}
 	ok = true
 	klog.FromContext(ctx).V(2).Info("Took snapshot", "share", s.root, "dir", rec.SourceDir, "entry", rec.Entry,
-		"files", rec.Stats.Files, "bytes", rec.Stats.Bytes, "reflinked", rec.Stats.Reflinked, "elapsed", rec.Stats.Elapsed)
+		"files", rec.Stats.Files, "bytes", rec.Stats.Bytes, "reflinked", rec.Stats.Reflinked, "subvolume", rec.Stats.Subvolume,
+		"elapsed", rec.Stats.Elapsed)
 	return &rec, true, nil
 }
 
@@ -308,7 +323,30 @@ func (s *Share) createCopy(ctx context.Context, dir []string, own Owner, meta Me
 		}
 		return nil
 	}
-	created, err := s.create(ctx, dir, own, meta, fill)
+	if meta.Layout == params.LayoutBtrfs && s.subvolume(src) {
+		// A subvolume source becomes a writable snapshot: instant, sharing
+		// every extent until either side writes. Any other source is
+		// copied into a new subvolume (fill).
+		start := time.Now()
+		snap := func(root, parent int, name string) error {
+			sfd, err := resolve(root, src)
+			if errors.Is(err, ErrNotFound) && src[0] == snapDir {
+				return fmt.Errorf("%w: %s", ErrSnapshotNotFound, src[1])
+			}
+			if err != nil {
+				return err
+			}
+			defer unix.Close(sfd)
+			if err := snapshotSubvolume(sfd, parent, name, false); err != nil {
+				return fmt.Errorf("%s: %w", what, err)
+			}
+			stats = CopyStats{Subvolume: true, Elapsed: time.Since(start)}
+			return nil
+		}
+		created, err := s.create(ctx, dir, own, meta, snap, nil)
+		return created, stats, err
+	}
+	created, err := s.create(ctx, dir, own, meta, nil, fill)
 	return created, stats, err
 }
 
@@ -385,4 +423,22 @@ func Opened() []*Share {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].root < out[j].root })
 	return out
+}
+
+// subvolume reports whether dir (below the root; a volume or carve's
+// snapshot data, already checked by the caller) is a btrfs subvolume; any
+// failure to tell is "no" (the caller then copies, which checks again).
+func (s *Share) subvolume(dir []string) bool {
+	root, err := s.openRoot(false)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(root)
+	fd, err := resolve(root, dir)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	ok, _ := isSubvolume(fd)
+	return ok
 }

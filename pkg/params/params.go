@@ -82,6 +82,8 @@ type Config struct {
 	PathPattern *Pattern
 	OnDelete    OnDeletePolicy
 	VolumeType  string
+	// Layout of an NFS claim: LayoutDirectory (default) or LayoutBtrfs.
+	Layout string
 
 	// Ownership. When GID is nil a GID is allocated per volume from
 	// [GIDMin, GIDMax]; UID defaults to 0 and Mode to 02770 (setgid, so files
@@ -132,6 +134,7 @@ func Parse(raw map[string]string) (*Config, error) {
 	pattern := DefaultPathPattern
 	var glusterMode string // `mode` given as subdir|volume
 	var glusterGiven []string
+	layout := LayoutDirectory
 	for _, k := range sortedKeys(in) {
 		v := in[k]
 		switch k {
@@ -151,6 +154,8 @@ func Parse(raw map[string]string) (*Config, error) {
 			c.OnDelete = p
 		case VolumeType:
 			c.VolumeType = strings.ToLower(v)
+		case Layout:
+			layout = v
 		case RestoreAcrossNamespaces:
 			b, err := strconv.ParseBool(v)
 			if err != nil {
@@ -246,6 +251,11 @@ func Parse(raw map[string]string) (*Config, error) {
 	default:
 		bad(fmt.Errorf("%w: %s=%q: must be nfs or gluster", ErrInvalid, Backend, c.Backend))
 	}
+	if l, err := parseLayout(c.Backend, layout); err != nil {
+		bad(err)
+	} else {
+		c.Layout = l
+	}
 	switch c.VolumeType {
 	case VolumeTypeNFS, VolumeTypeCSI:
 	default:
@@ -272,7 +282,7 @@ func withNotes(errs []error, notes []string) error {
 	return errors.Join(errs...)
 }
 
-var known = append([]string{Backend, Server, Share, PathPattern, OnDelete, VolumeType, UID, GID, Mode, GIDMin, GIDMax,
+var known = append([]string{Backend, Server, Share, PathPattern, OnDelete, VolumeType, Layout, UID, GID, Mode, GIDMin, GIDMax,
 	RestoreAcrossNamespaces}, glusterKeys...)
 
 func parseID(k, v string) (int64, error) {

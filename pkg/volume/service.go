@@ -236,6 +236,10 @@ func (s *Service) Create(ctx context.Context, req Request) (*Result, error) {
 		} else if other != "" {
 			return nil, fmt.Errorf("%w: %s would contain the directory of %s", errNested, id.DirPath(), other)
 		}
+		if req.Config.Layout == params.LayoutBtrfs {
+			// Recorded so dirvol makes a subvolume limited to the size.
+			meta.Layout = params.LayoutBtrfs
+		}
 		var res *Result
 		if req.Source != nil {
 			res, err = s.fill(ctx, share, id, req, meta, unlock)
@@ -293,6 +297,9 @@ func (s *Service) Create(ctx context.Context, req Request) (*Result, error) {
 	}
 	gid := groupOf(info, req.Config)
 	meta.GID = max(gid, 0)
+	if info.Meta != nil {
+		meta.Layout = info.Meta.Layout // as it was made, whatever the class says now
+	}
 	if err := share.SetMeta(id.Dir, meta); err != nil {
 		return nil, wrapStorage(err)
 	}
@@ -680,13 +687,14 @@ func groupOf(info *dirvol.Info, cfg *params.Config) int64 {
 }
 
 // wrapStorage classifies filesystem errors, once for both binaries: unsafe
-// paths are conflicts the user must resolve, paths the filesystem refuses are
+// paths and shares that cannot hold the class's layout are conflicts the
+// user must resolve, paths the filesystem refuses are
 // invalid requests, anything else is worth a retry.
 func wrapStorage(err error) error {
 	if isClassified(err) {
 		return err
 	}
-	if errors.Is(err, dirvol.ErrUnsafe) || errors.Is(err, dirvol.ErrUnsupportedFile) {
+	if errors.Is(err, dirvol.ErrUnsafe) || errors.Is(err, dirvol.ErrUnsupportedFile) || errors.Is(err, dirvol.ErrLayout) {
 		return fmt.Errorf("%w: %w", backend.ErrConflict, err)
 	}
 	if errors.Is(err, dirvol.ErrPermanent) {
