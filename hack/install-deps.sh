@@ -2,10 +2,12 @@
 # Installs what carve's tests use: a real NFS server (nfs-ganesha) with a
 # userspace client (libnfs-utils), and GlusterFS (server + FUSE client); for
 # the real node of `make e2e` containerd, runc and the CNI plugins, busybox for
-# its test image, and mmdebstrap for the images' Debian base (`make images`).
+# its test image, and mmdebstrap for the images' Debian base (`make images`);
+# btrfs-progs and xfsprogs for the loop filesystems of the btrfs layout's and
+# the reflink copies' tests (internal/testenv/loopfs).
 set -euo pipefail
 pkgs=(nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils glusterfs-server glusterfs-client
-  containerd runc containernetworking-plugins busybox-static mmdebstrap)
+  containerd runc containernetworking-plugins busybox-static mmdebstrap btrfs-progs xfsprogs)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
