@@ -84,8 +84,11 @@ parameters:
   onDelete: delete
 `,
 		// A directory on NFS has no size of its own: expansion would
-		// change a number, not what the pod can write.
-		caps:          capabilities(nil),
+		// change a number, not what the pod can write, and a claim restored
+		// into a larger size sees the share's file system size as before
+		// (statfs of the export), which the suite's "restoring snapshot to
+		// larger size pvc" spec checks.
+		caps:          capabilities(map[string]bool{"FSResizeFromSourceNotSupported": true}),
 		snapshotClass: "deploy/examples/csi-nfs/volumesnapshotclass.yaml",
 		deploy: func(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode, repo, tag string) error {
 			share, err := n.SharedDir("export")
