@@ -108,33 +108,6 @@ func (f *ferretSTS) poll(ctx context.Context, what string, cond func(context.Con
 	}
 }
 
-// template is the FerretDB pod of the StatefulSet, /state from the claim
-// template "state".
-func (f *ferretSTS) template() v1.PodTemplateSpec {
-	return v1.PodTemplateSpec{
-		ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "ferret"}},
-		Spec: v1.PodSpec{
-			TerminationGracePeriodSeconds: ptr.To(int64(10)),
-			SecurityContext: &v1.PodSecurityContext{
-				RunAsUser: ptr.To(int64(65532)), RunAsGroup: ptr.To(int64(65532)), FSGroup: ptr.To(int64(65532)),
-				FSGroupChangePolicy: ptr.To(v1.FSGroupChangeOnRootMismatch),
-			},
-			Containers: []v1.Container{{
-				Name:            "ferretdb",
-				Image:           "ghcr.io/carve-csi/ferretdb:v1.24.0",
-				ImagePullPolicy: v1.PullIfNotPresent,
-				Args:            []string{"--listen-addr=:27017", "--state-dir=/state/db", "--log-level=warn"},
-				Ports:           []v1.ContainerPort{{Name: "mongo", ContainerPort: 27017}},
-				ReadinessProbe: &v1.Probe{
-					ProbeHandler:  v1.ProbeHandler{TCPSocket: &v1.TCPSocketAction{Port: intstr.FromInt32(27017)}},
-					PeriodSeconds: 1,
-				},
-				VolumeMounts: []v1.VolumeMount{{Name: "state", MountPath: "/state"}},
-			}},
-		},
-	}
-}
-
 func (f *ferretSTS) create(ctx context.Context, replicas int32) error {
 	labels := map[string]string{"app": "ferret"}
 	sts := &appsv1.StatefulSet{
@@ -143,7 +116,28 @@ func (f *ferretSTS) create(ctx context.Context, replicas int32) error {
 			Replicas:    ptr.To(replicas),
 			ServiceName: "ferret",
 			Selector:    &metav1.LabelSelector{MatchLabels: labels},
-			Template:    f.template(),
+			Template: v1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: v1.PodSpec{
+					TerminationGracePeriodSeconds: ptr.To(int64(10)),
+					SecurityContext: &v1.PodSecurityContext{
+						RunAsUser: ptr.To(int64(65532)), RunAsGroup: ptr.To(int64(65532)), FSGroup: ptr.To(int64(65532)),
+						FSGroupChangePolicy: ptr.To(v1.FSGroupChangeOnRootMismatch),
+					},
+					Containers: []v1.Container{{
+						Name:            "ferretdb",
+						Image:           "ghcr.io/carve-csi/ferretdb:v1.24.0",
+						ImagePullPolicy: v1.PullIfNotPresent,
+						Args:            []string{"--listen-addr=:27017", "--state-dir=/state/db", "--log-level=warn"},
+						Ports:           []v1.ContainerPort{{Name: "mongo", ContainerPort: 27017}},
+						ReadinessProbe: &v1.Probe{
+							ProbeHandler:  v1.ProbeHandler{TCPSocket: &v1.TCPSocketAction{Port: intstr.FromInt32(27017)}},
+							PeriodSeconds: 1,
+						},
+						VolumeMounts: []v1.VolumeMount{{Name: "state", MountPath: "/state"}},
+					}},
+				},
+			},
 			VolumeClaimTemplates: []v1.PersistentVolumeClaim{{
 				ObjectMeta: metav1.ObjectMeta{Name: "state"},
 				Spec: v1.PersistentVolumeClaimSpec{
