@@ -10,6 +10,8 @@
 #   carve-livenessprobe    CSI Probe over HTTP (stands in for livenessprobe)
 #   carve-resizer          ControllerExpandVolume on claim growth (stands in for csi-resizer)
 #   csi-provisioner        kubernetes-csi external-provisioner v6.3.0, from the Go module proxy
+#   csi-snapshotter        kubernetes-csi external-snapshotter v8.4.0's sidecar, from the Go module proxy
+#   snapshot-controller    the same release's snapshot-controller (deploy/snapshot-controller)
 #   test-busybox, test-pause   for the real-node tests only (Debian's busybox-static; hack/tools/images/pause)
 #
 # The Debian base (mmdebstrap, about 4 minutes) and the sidecar and FerretDB
@@ -109,6 +111,12 @@ gobuild "$root/build/sidecars" "$out/bin/carve-resizer" ./resizer "-X main.versi
 prov_version=$(modversion "$root/hack/tools/csi-provisioner" github.com/kubernetes-csi/external-provisioner/v6)
 cached csi-provisioner "$prov_version" "$root/hack/tools/csi-provisioner" \
 	github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner "-X main.version=$prov_version"
+# external-snapshotter's sidecar and controller, one module (hack/tools/external-snapshotter).
+snap_version=$(modversion "$root/hack/tools/external-snapshotter" github.com/kubernetes-csi/external-snapshotter/v8)
+for cmd in csi-snapshotter snapshot-controller; do
+	cached "$cmd" "$snap_version" "$root/hack/tools/external-snapshotter" \
+		"github.com/kubernetes-csi/external-snapshotter/v8/cmd/$cmd" "-X main.version=$snap_version"
+done
 # FerretDB through a small main of ours (hack/tools/ferretdb) on its embeddable
 # package; a cold build takes a few minutes, then the Go build cache serves it.
 ferret_version=$(modversion "$root/hack/tools/ferretdb" github.com/FerretDB/FerretDB)
@@ -148,6 +156,10 @@ image carve-resizer "$registry/carve-resizer:$version" sidecar \
 	-file "$b/carve-resizer:/carve-resizer" -entrypoint /carve-resizer
 image csi-provisioner "$registry/csi-provisioner:$prov_version" sidecar \
 	-file "$b/csi-provisioner:/csi-provisioner" -entrypoint /csi-provisioner
+image csi-snapshotter "$registry/csi-snapshotter:$snap_version" sidecar \
+	-file "$b/csi-snapshotter:/csi-snapshotter" -entrypoint /csi-snapshotter
+image snapshot-controller "$registry/snapshot-controller:$snap_version" sidecar \
+	-file "$b/snapshot-controller:/snapshot-controller" -entrypoint /snapshot-controller
 if [[ -n $busybox ]]; then
 	image test-busybox "carve.test/busybox:1.35" busybox -busybox "$busybox" -cmd sh
 else

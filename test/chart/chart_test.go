@@ -121,6 +121,9 @@ images:
   node: {repository: registry.example.com/carve/node, digest: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}
   csiProvisioner: {repository: ghcr.io/carve-csi/csi-provisioner, tag: v6.3.0, pullPolicy: Never}
 `, check: checkImages},
+	{name: "no-snapshots", values: `
+snapshots: {enabled: false}
+`, check: checkNoSnapshots},
 	{name: "mapped-share-no-fuse", values: `
 shares:
   nfs:
@@ -499,6 +502,41 @@ func checkNFSExample(t *testing.T, r *rendered) {
 			t.Errorf("StorageClass %s is the default class without isDefaultClass", o.GetName())
 		}
 	}
+	vsc := r.ofKind("VolumeSnapshotClass")
+	if got := names(vsc); got != "carve-nfs-csi" {
+		t.Fatalf("VolumeSnapshotClasses %s, want carve-nfs-csi", got)
+	}
+	if d, _, _ := unstructured.NestedString(vsc[0].Object, "driver"); d != "carve.csi.dev" {
+		t.Errorf("VolumeSnapshotClass driver %q", d)
+	}
+	if p, _, _ := unstructured.NestedString(vsc[0].Object, "deletionPolicy"); p != "Retain" {
+		t.Errorf("VolumeSnapshotClass deletionPolicy %q, want Retain", p)
+	}
+	container(t, ctl, "csi-snapshotter")
+}
+
+// checkNoSnapshots: snapshots.enabled false leaves out csi-snapshotter and
+// its RBAC rules; csi-provisioner still reads snapshot data sources.
+func checkNoSnapshots(t *testing.T, r *rendered) {
+	ctl := &deployment(t, r, "carve-csi-controller").Spec.Template.Spec
+	for _, c := range ctl.Containers {
+		if c.Name == "csi-snapshotter" {
+			t.Error("csi-snapshotter with snapshots.enabled false")
+		}
+	}
+	role := r.find("ClusterRole", "carve-csi-controller")
+	if role == nil {
+		t.Fatal("no ClusterRole carve-csi-controller")
+	}
+	rules, _, _ := unstructured.NestedSlice(role.Object, "rules")
+	for _, rule := range rules {
+		res, _, _ := unstructured.NestedStringSlice(rule.(map[string]any), "resources")
+		verbs, _, _ := unstructured.NestedStringSlice(rule.(map[string]any), "verbs")
+		if slices.Contains(res, "volumesnapshotclasses") || slices.Contains(res, "volumesnapshotcontents/status") ||
+			(slices.Contains(res, "volumesnapshotcontents") && slices.Contains(verbs, "update")) {
+			t.Errorf("csi-snapshotter's rule %v %v with snapshots.enabled false", res, verbs)
+		}
+	}
 }
 
 func names(objs []*unstructured.Unstructured) string {
@@ -723,7 +761,7 @@ func checkScheduling(t *testing.T, r *rendered) {
 
 func checkNoLeaderElection(t *testing.T, r *rendered) {
 	ctl := &deployment(t, r, "carve-csi-controller").Spec.Template.Spec
-	for _, name := range []string{"csi-provisioner", "csi-resizer"} {
+	for _, name := range []string{"csi-provisioner", "csi-resizer", "csi-snapshotter"} {
 		c := container(t, ctl, name)
 		for _, a := range c.Args {
 			if strings.HasPrefix(a, "--leader-election") {

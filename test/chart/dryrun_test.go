@@ -49,7 +49,14 @@ func TestServerDryRun(t *testing.T) {
 	if _, err := c.Kubectl(ctx, "apply", "-f", crd); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s", "crd/servicemonitors.monitoring.coreos.com"); err != nil {
+	// The snapshot CRDs as deploy/snapshot-controller ships them: the
+	// examples' VolumeSnapshotClasses are checked against their schema.
+	if _, err := c.Kubectl(ctx, "apply", "-f", filepath.Join(repo, "deploy/snapshot-controller/crds")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s", "crd/servicemonitors.monitoring.coreos.com",
+		"crd/volumesnapshotclasses.snapshot.storage.k8s.io", "crd/volumesnapshotcontents.snapshot.storage.k8s.io",
+		"crd/volumesnapshots.snapshot.storage.k8s.io"); err != nil {
 		t.Fatal(err)
 	}
 

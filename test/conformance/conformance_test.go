@@ -44,6 +44,9 @@ type backend struct {
 	name  string
 	class string // StorageClass YAML
 	caps  map[string]bool
+	// snapshotClass is the VolumeSnapshotClass file (relative to the
+	// repository) whose parameters the suite's snapshot classes take.
+	snapshotClass string
 	// deploy deploys carve (repo, image tag) on the node.
 	deploy func(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode, repo, tag string) error
 }
@@ -55,7 +58,7 @@ func capabilities(extra map[string]bool) map[string]bool {
 	c := map[string]bool{
 		"persistence": true, "exec": true, "multipods": true, "RWX": true, "fsGroup": true,
 		"block": false, "topology": false, "volumeLimits": false, "singleNodeVolume": false,
-		"snapshotDataSource": false, "pvcDataSource": true,
+		"snapshotDataSource": true, "pvcDataSource": true,
 		"controllerExpansion": false, "nodeExpansion": false, "onlineExpansion": false, "offlineExpansion": false,
 	}
 	for k, v := range extra {
@@ -81,8 +84,12 @@ parameters:
   onDelete: delete
 `,
 		// A directory on NFS has no size of its own: expansion would
-		// change a number, not what the pod can write.
-		caps: capabilities(nil),
+		// change a number, not what the pod can write, and a claim restored
+		// into a larger size sees the share's file system size as before
+		// (statfs of the export), which the suite's "restoring snapshot to
+		// larger size pvc" spec checks.
+		caps:          capabilities(map[string]bool{"FSResizeFromSourceNotSupported": true}),
+		snapshotClass: "deploy/examples/csi-nfs/volumesnapshotclass.yaml",
 		deploy: func(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode, repo, tag string) error {
 			share, err := n.SharedDir("export")
 			if err != nil {
@@ -117,7 +124,8 @@ parameters:
 `, g.Host(), vol.Name),
 		// The claim's directory has a quota of its size, raised by
 		// ControllerExpandVolume (carve-resizer in the test overlay).
-		caps: capabilities(map[string]bool{"controllerExpansion": true, "onlineExpansion": true, "offlineExpansion": true}),
+		caps:          capabilities(map[string]bool{"controllerExpansion": true, "onlineExpansion": true, "offlineExpansion": true}),
+		snapshotClass: "deploy/examples/csi-gluster/volumesnapshotclass.yaml",
 		deploy: func(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode, repo, tag string) error {
 			share, err := n.SharedDir("export")
 			if err != nil {
@@ -153,6 +161,11 @@ func run(t *testing.T, b backend) {
 	// The suite's hostexec pods enter /proc/1's mount namespace.
 	c, n, tag := scenario.StartRealNode(t, repo, cluster.RealNodeOptions{Images: tars, OwnNamespaces: true})
 	ctx := t.Context()
+	// The snapshot specs need the CRDs and the cluster's snapshot-controller,
+	// which deploy/csi-driver leaves to the cluster.
+	if err := scenario.DeploySnapshotController(ctx, c, n, repo); err != nil {
+		t.Fatal(err)
+	}
 	if err := b.deploy(ctx, c, n, repo, tag); err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +186,7 @@ func run(t *testing.T, b backend) {
 	if err := os.WriteFile(classFile, []byte(b.class), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(driverFile, []byte(driverDefinition(classFile, b.caps)), 0o644); err != nil {
+	if err := os.WriteFile(driverFile, []byte(driverDefinition(classFile, filepath.Join(repo, b.snapshotClass), b.caps)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	focus, skip := focusSkip()
@@ -223,8 +236,10 @@ func run(t *testing.T, b backend) {
 	}
 }
 
-// driverDefinition is the suite's external driver file (JSON is YAML).
-func driverDefinition(classFile string, caps map[string]bool) string {
+// driverDefinition is the suite's external driver file (JSON is YAML). The
+// suite makes its own VolumeSnapshotClasses (Delete and Retain) with the
+// parameters of snapshotClassFile, the class deploy/examples ships.
+func driverDefinition(classFile, snapshotClassFile string, caps map[string]bool) string {
 	keys := make([]string, 0, len(caps))
 	for k := range caps {
 		keys = append(keys, k)
@@ -236,12 +251,14 @@ func driverDefinition(classFile string, caps map[string]bool) string {
 	}
 	return fmt.Sprintf(`StorageClass:
   FromFile: %q
+SnapshotClass:
+  FromFile: %q
 DriverInfo:
   Name: carve.csi.dev
   SupportedFsType: {"": {}}
   SupportedSizeRange: {Min: 1Mi, Max: 10Gi}
   Capabilities: {%s}
-`, classFile, strings.Join(c, ", "))
+`, classFile, snapshotClassFile, strings.Join(c, ", "))
 }
 
 type report struct {

@@ -84,6 +84,7 @@ images:
   csiResizer: {repository: ghcr.io/carve-csi/carve-resizer, tag: %[1]q, pullPolicy: Never}
   nodeDriverRegistrar: {repository: ghcr.io/carve-csi/carve-registrar, tag: %[1]q, pullPolicy: Never}
   livenessProbe: {repository: ghcr.io/carve-csi/carve-livenessprobe, tag: %[1]q, pullPolicy: Never}
+  csiSnapshotter: {repository: ghcr.io/carve-csi/csi-snapshotter, pullPolicy: Never}
 shares:
   nfs:
     - {name: nfs, server: nfs.example.com, share: /export, hostPath: %[2]q, nodeHostPath: %[2]q}

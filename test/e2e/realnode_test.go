@@ -99,6 +99,7 @@ func TestRealNodeStatefulSetNFS(t *testing.T) {
 		t.Fatalf("deploy/csi-driver as shipped: %v", err)
 	}
 	t.Logf("deploy/csi-driver as shipped: every pod Ready, node plugin registered, in %s", time.Since(t0).Round(time.Second))
+	snapshotterWithoutCRDs(t, c)
 	unmappedShare(t, c)
 	share, err := n.SharedDir("export")
 	if err != nil {
@@ -112,6 +113,36 @@ func TestRealNodeStatefulSetNFS(t *testing.T) {
 	s := &realStory{t: t, c: c, ns: "web", share: share, class: "carve-nfs-csi"}
 	t.Cleanup(func() { dumpPods(t, c, s.ns) })
 	s.run(ctx)
+}
+
+// snapshotterWithoutCRDs: on a cluster without the snapshot CRDs (this one,
+// before deploy/examples) csi-snapshotter keeps running and waits for them;
+// it must not have restarted.
+func snapshotterWithoutCRDs(t *testing.T, c *cluster.Cluster) {
+	ctx := t.Context()
+	if _, err := c.Client.Discovery().ServerResourcesForGroupVersion("snapshot.storage.k8s.io/v1"); err == nil {
+		t.Fatal("the cluster serves snapshot.storage.k8s.io/v1 before deploy/snapshot-controller")
+	}
+	pods, err := c.Client.CoreV1().Pods("carve-system").List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=carve-csi-controller"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for _, p := range pods.Items {
+		for _, st := range p.Status.ContainerStatuses {
+			if st.Name != "csi-snapshotter" {
+				continue
+			}
+			seen++
+			if st.RestartCount != 0 || st.State.Running == nil || !st.Ready {
+				t.Errorf("pod %s: csi-snapshotter without the CRDs: restarts %d, running %t, ready %t", p.Name, st.RestartCount, st.State.Running != nil, st.Ready)
+			}
+		}
+	}
+	if seen == 0 {
+		t.Fatal("no csi-snapshotter container in the controller's pods")
+	}
+	t.Logf("csi-snapshotter without the snapshot CRDs: %d containers running, none restarted", seen)
 }
 
 // unmappedShare: a claim of a class naming a share the controller does not
@@ -602,7 +633,7 @@ func dumpPods(t testing.TB, c *cluster.Cluster, ns string) {
 		t.Logf("events in %s:\n%s%v", ns, tail(out, 60), errOrEmpty(err))
 		out, err = c.Kubectl(ctx, "-n", ns, "get", "pvc,pv", "-o", "wide")
 		t.Logf("claims in %s:\n%s%v", ns, out, errOrEmpty(err))
-		for _, ctr := range []string{"carve", "csi-provisioner", "csi-resizer", "node-driver-registrar", "liveness-probe"} {
+		for _, ctr := range []string{"carve", "csi-provisioner", "csi-resizer", "csi-snapshotter", "node-driver-registrar", "liveness-probe"} {
 			for _, sel := range []string{"app.kubernetes.io/name=carve-csi-controller", "app.kubernetes.io/name=carve-csi-node"} {
 				out, _ := c.Kubectl(ctx, "-n", ns, "logs", "-l", sel, "-c", ctr, "--tail=200", "--prefix")
 				_ = os.WriteFile(filepath.Join(c.LogDir, "pod-"+strings.TrimPrefix(sel, "app.kubernetes.io/name=")+"-"+ctr+".log"), []byte(out), 0o644)

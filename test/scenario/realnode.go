@@ -50,7 +50,7 @@ func RealImages(dir string) (tars []string, tag string, err error) {
 // RealOverlay writes the test overlay of deploy/examples/csi-nfs
 // (deploy/csi-driver with one NFS export) into dir. It changes:
 //   - images: carve's own at the tag make images built; csi-provisioner
-//     built from source (module proxy); carve-registrar,
+//     and csi-snapshotter built from source (module proxy); carve-registrar,
 //     carve-livenessprobe and carve-resizer, carve's stand-ins for
 //     node-driver-registrar, livenessprobe and csi-resizer, which the module
 //     proxy does not serve;
@@ -85,6 +85,7 @@ const csiImages = `images:
   - {name: registry.k8s.io/sig-storage/csi-node-driver-registrar, newName: ghcr.io/carve-csi/carve-registrar, newTag: %[2]q}
   - {name: registry.k8s.io/sig-storage/livenessprobe, newName: ghcr.io/carve-csi/carve-livenessprobe, newTag: %[2]q}
   - {name: registry.k8s.io/sig-storage/csi-resizer, newName: ghcr.io/carve-csi/carve-resizer, newTag: %[2]q}
+  - {name: registry.k8s.io/sig-storage/csi-snapshotter, newName: ghcr.io/carve-csi/csi-snapshotter}
 `
 
 // RealBaseOverlay writes the test overlay of deploy/csi-driver as shipped,
@@ -149,7 +150,9 @@ func DeployRealBase(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode
 }
 
 // applyOverlay renders a kustomization into the cluster's LogDir/name and
-// applies it.
+// applies it. deploy/examples' VolumeSnapshotClasses need the snapshot
+// CRDs, which a cluster has before it applies them: installed first
+// (InstallSnapshotCRDs) when the kustomization has one.
 func applyOverlay(ctx context.Context, c *cluster.Cluster, overlay, name string) error {
 	out, err := c.Kubectl(ctx, "kustomize", overlay)
 	if err != nil {
@@ -158,7 +161,54 @@ func applyOverlay(ctx context.Context, c *cluster.Cluster, overlay, name string)
 	if err := os.WriteFile(filepath.Join(c.LogDir, name), []byte(out), 0o644); err != nil {
 		return err
 	}
+	if strings.Contains(out, "\nkind: VolumeSnapshotClass\n") {
+		repo, err := cluster.RepoRoot()
+		if err != nil {
+			return err
+		}
+		if err := InstallSnapshotCRDs(ctx, c, repo); err != nil {
+			return err
+		}
+	}
 	_, err = c.Kubectl(ctx, "apply", "-k", overlay)
+	return err
+}
+
+// snapshotCRDs are the CRDs deploy/snapshot-controller/crds holds.
+var snapshotCRDs = []string{
+	"crd/volumesnapshotclasses.snapshot.storage.k8s.io",
+	"crd/volumesnapshotcontents.snapshot.storage.k8s.io",
+	"crd/volumesnapshots.snapshot.storage.k8s.io",
+}
+
+// InstallSnapshotCRDs applies deploy/snapshot-controller's CRDs alone and
+// waits until the API server serves them.
+func InstallSnapshotCRDs(ctx context.Context, c *cluster.Cluster, repo string) error {
+	if _, err := c.Kubectl(ctx, "apply", "-f", filepath.Join(repo, "deploy/snapshot-controller/crds")); err != nil {
+		return err
+	}
+	_, err := c.Kubectl(ctx, append([]string{"wait", "--for=condition=Established", "--timeout=60s"}, snapshotCRDs...)...)
+	return err
+}
+
+// DeploySnapshotController applies deploy/snapshot-controller (CRDs first,
+// as InstallSnapshotCRDs) with the snapshot-controller image make images
+// built, and waits until it has rolled out. The rendered manifests go to the
+// cluster's LogDir/deployed-snapshot-controller.yaml.
+func DeploySnapshotController(ctx context.Context, c *cluster.Cluster, n *cluster.RealNode, repo string) error {
+	if err := InstallSnapshotCRDs(ctx, c, repo); err != nil {
+		return err
+	}
+	overlay := filepath.Join(n.Dir, "overlay-snapshot-controller")
+	if err := writeOverlay(overlay, repo, "deploy/snapshot-controller", `images:
+  - {name: registry.k8s.io/sig-storage/snapshot-controller, newName: ghcr.io/carve-csi/snapshot-controller}
+`, "", ""); err != nil {
+		return err
+	}
+	if err := applyOverlay(ctx, c, overlay, "deployed-snapshot-controller.yaml"); err != nil {
+		return err
+	}
+	_, err := c.Kubectl(ctx, "-n", "kube-system", "rollout", "status", "deployment/snapshot-controller", "--timeout=3m")
 	return err
 }
 
