@@ -96,16 +96,18 @@ e2e: tools images image-check
 ## conformance: the upstream storage e2e suite (e2e.test v1.34.4, External.Storage, built
 ## with agnhost by hack/build-tools.sh e2e) against carve deployed from deploy/csi-driver
 ## on a real node, NFS and GlusterFS; see docs/conformance.md. CONFORMANCE_SET=fast
-## (default: the specs not marked [Slow]), slow or all.
+## (default: the specs marked neither [Slow] nor [Serial]), slow, serial or all;
+## CONFORMANCE_BACKEND=NFS or Gluster runs one backend.
 E2E_IMAGES_DIR ?= $(CURDIR)/bin/e2e-images
 CONFORMANCE_SET ?= fast
+CONFORMANCE_BACKEND ?=
 conformance: tools images
 	bin=$$(bash hack/build-tools.sh e2e) && \
 	bash hack/build-conformance-images.sh $(E2E_IMAGES_DIR) "$$bin" >/dev/null && \
 	CONFORMANCE_SET=$(CONFORMANCE_SET) CARVE_E2E_BIN="$$bin" CARVE_E2E_IMAGES=$(E2E_IMAGES_DIR) CARVE_IMAGES_DIR=$(IMAGES_DIR) \
-		$(GO) test -tags conformance -count=1 -timeout 150m -v ./test/conformance
+		$(GO) test -tags conformance -count=1 -timeout 150m -run 'TestExternalStorage$(CONFORMANCE_BACKEND)' -v ./test/conformance
 
-## conformance-full: every spec, [Slow] included (not in CI: see docs/conformance.md).
+## conformance-full: every spec, [Slow] and [Serial] included (not in CI: see docs/conformance.md).
 conformance-full:
 	$(MAKE) conformance CONFORMANCE_SET=all
 

@@ -84,6 +84,7 @@ type Cluster struct {
 	initialVolumes map[string]bool
 	initialProcs   map[int]bool
 	initialMounts  map[string]bool
+	initialRun     map[string]bool // files in RunDir
 
 	mu     sync.Mutex // guards proc and closed
 	proc   *realenv.Process
@@ -173,6 +174,13 @@ func startCluster(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	} else {
 		c.owned = true
 		if c.initialProcs, err = glusterProcesses(); err != nil {
+			return nil, fmt.Errorf("glusterd: %w", err)
+		}
+		// No glusterd runs, so its aux mounts are a killed run's leftovers.
+		if err := c.unmountStaleAux(ctx); err != nil {
+			return nil, fmt.Errorf("glusterd: %w", err)
+		}
+		if c.initialRun, err = runFiles(); err != nil {
 			return nil, fmt.Errorf("glusterd: %w", err)
 		}
 		if err := c.startDaemon(ctx); err != nil {
@@ -323,6 +331,9 @@ func (c *Cluster) Close() error {
 		}
 		if c.initialProcs != nil {
 			errs = append(errs, c.killNewProcesses())
+		}
+		if c.initialRun != nil {
+			errs = append(errs, c.removeNewRunFiles())
 		}
 	}
 	if c.brickRoot != "" {

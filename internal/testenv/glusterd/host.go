@@ -3,6 +3,8 @@
 package glusterd
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -159,4 +161,60 @@ func (c *Cluster) killNewProcesses() error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// RunDir is where glusterd and the daemons it spawns keep pid files and
+// sockets (one per brick, client and quota helper), and where it mounts its
+// quota helper clients (VOL_quota_limit, VOL_quota_list).
+const RunDir = "/run/gluster"
+
+// runFiles returns the pid files and sockets directly in RunDir.
+func runFiles() (map[string]bool, error) {
+	entries, err := os.ReadDir(RunDir)
+	if err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("list %s: %w", RunDir, err)
+	}
+	files := map[string]bool{}
+	for _, e := range entries {
+		if n := e.Name(); !e.IsDir() && (strings.HasSuffix(n, ".pid") || strings.HasSuffix(n, ".socket")) {
+			files[n] = true
+		}
+	}
+	return files, nil
+}
+
+// removeNewRunFiles removes the pid files and sockets that the daemons of
+// this run left in RunDir (hundreds accumulate over a day of test runs).
+// It runs after those daemons were stopped.
+func (c *Cluster) removeNewRunFiles() error {
+	now, err := runFiles()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for n := range now {
+		if !c.initialRun[n] {
+			if err := os.Remove(filepath.Join(RunDir, n)); err != nil && !os.IsNotExist(err) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// unmountStaleAux unmounts glusterd's quota helper mounts under RunDir
+// while no glusterd runs: a test killed before its cleanup leaves them.
+func (c *Cluster) unmountStaleAux(ctx context.Context) error {
+	mounts, err := glusterMounts()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, m := range mounts {
+		if filepath.Dir(m) == RunDir {
+			c.logf("glusterd: unmounting %s, left by an earlier run", m)
+			errs = append(errs, unmount(ctx, m))
+		}
+	}
+	return errors.Join(errs...)
 }
