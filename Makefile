@@ -124,10 +124,14 @@ conformance-full:
 ## volume mode, before/after side by side (bin/bench/gluster-create.txt).
 ## BenchmarkSnapshotLayouts: snapshot/clone/restore of a volume of many files, copy vs reflink (XFS loop)
 ## vs btrfs subvolume snapshot side by side (bin/bench/snapshot-layouts.txt; BENCH_SNAPSHOT_FILES).
+## BenchmarkCSICreateVolume: CSI CreateVolume over gRPC at concurrency 1/16/64, calls/s and p50/p99
+## (bin/bench/csi-create.txt; BENCH_CSI_CALLS). BenchmarkCSIDeleteManyFiles: DeleteVolume of a volume
+## of BENCH_DELETE_FILES (100000) files, the call and the background purge (bin/bench/csi-delete.txt).
 bench: tools images
 	CARVE_IMAGES_DIR=$(IMAGES_DIR) $(GO) test -tags e2e -run '^$$' -bench 'BenchmarkClaims|BenchmarkBacklog|BenchmarkCacheMemory|BenchmarkShippedDeployments' -benchtime 1x -count=1 -timeout 90m -v ./test/e2e
 	$(GO) test -run '^$$' -bench 'BenchmarkGlusterCreate' -benchtime 1x -count=1 -timeout 30m -v ./pkg/gluster
 	$(GO) test -run '^$$' -bench 'BenchmarkSnapshotLayouts' -benchtime 1x -count=1 -timeout 30m ./pkg/dirvol
+	$(GO) test -run '^$$' -bench 'BenchmarkCSICreateVolume|BenchmarkCSIDeleteManyFiles' -benchtime 1x -count=1 -timeout 30m ./pkg/csidriver
 
 ## demo: the same story for a person to watch; stays up until Ctrl-C (DEMO_FLAGS=--exit to stop at the end).
 demo:
