@@ -30,25 +30,26 @@ func TestCloseLeavesRunDir(t *testing.T) {
 		}
 	}()
 	before := c.initialRun
-	name := fmt.Sprintf("carvetest-%d-rundir", os.Getpid())
-	v := c.CreateVolume(t, name, 1)
-	c.EnableQuota(t, v.Name)
-	c.MustGluster(t, "volume", "quota", v.Name, "limit-usage", "/", "10MB")
-	c.MustGluster(t, "volume", "quota", v.Name, "list")
-	during, err := runFiles()
-	if err != nil {
-		t.Fatal(err)
-	}
 	added := 0
-	for n := range during {
-		if !before[n] {
-			added++
+	// A subtest, so the volume's cleanup (stop, delete) runs before Close.
+	t.Run("VolumeWithQuota", func(t *testing.T) {
+		v := c.CreateVolume(t, fmt.Sprintf("carvetest-%d-rundir", os.Getpid()), 1)
+		c.EnableQuota(t, v.Name)
+		c.MustGluster(t, "volume", "quota", v.Name, "limit-usage", "/", "10MB")
+		c.MustGluster(t, "volume", "quota", v.Name, "list")
+		during, err := runFiles()
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
+		for n := range during {
+			if !before[n] {
+				added++
+			}
+		}
+	})
 	if added == 0 {
 		t.Fatalf("no pid file or socket appeared in %s while a volume with quota ran: the check would prove nothing", RunDir)
 	}
-	// The volume's own cleanup runs in Close too (a leftover volume).
 	closed = true
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
