@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/klog/v2"
 	mount "k8s.io/mount-utils"
 
+	"github.com/carve-csi/carve/internal/benchfig"
 	"github.com/carve-csi/carve/pkg/csidriver/internal/sanitytest"
 	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/pkg/sharemount"
@@ -94,22 +96,12 @@ func envInt(b *testing.B, name string, def int) int {
 	return n
 }
 
-// writeFigures appends lines to bin/bench/NAME at the repository's root
-// (make bench collects its figures there).
+// writeFigures logs lines and keeps them in bin/bench/NAME (make bench).
 func writeFigures(b *testing.B, name string, lines []string) {
-	out := filepath.Join("..", "..", "bin", "bench") // the repository root
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		b.Fatal(err)
-	}
-	f, err := os.OpenFile(filepath.Join(out, name), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
 	for _, l := range lines {
-		fmt.Fprintln(f, l)
 		b.Log(l)
 	}
+	benchfig.Write(b, name, strings.Join(lines, "\n")+"\n")
 }
 
 // BenchmarkCSICreateVolume: BENCH_CSI_CALLS (default 2000) CreateVolume
@@ -161,7 +153,7 @@ func BenchmarkCSICreateVolume(b *testing.B) {
 		lines = append(lines, fmt.Sprintf("concurrency %2d: %7.0f calls/s, p50 %v, p99 %v", conc, rate,
 			p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond)))
 	}
-	lines = append(lines, "load average: "+loadavg())
+	lines = append(lines, "load average: "+benchfig.Load())
 	writeFigures(b, "csi-create.txt", lines)
 }
 
@@ -208,14 +200,6 @@ func BenchmarkCSIDeleteManyFiles(b *testing.B) {
 	writeFigures(b, "csi-delete.txt", []string{
 		fmt.Sprintf("# %s CSI DeleteVolume (onDelete: delete) of a volume with %d files (written in %v)", time.Now().UTC().Format(time.RFC3339), files, fill.Round(time.Millisecond)),
 		fmt.Sprintf("DeleteVolume returned after %v; background purge done after %v", call.Round(time.Millisecond), purge.Round(time.Millisecond)),
-		"load average: " + loadavg(),
+		"load average: " + benchfig.Load(),
 	})
-}
-
-func loadavg() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	return string(data[:len(data)-1])
 }

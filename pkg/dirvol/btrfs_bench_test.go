@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/carve-csi/carve/internal/benchfig"
 	"github.com/carve-csi/carve/internal/testenv/loopfs"
 	"github.com/carve-csi/carve/pkg/params"
 )
@@ -108,11 +109,10 @@ func BenchmarkSnapshotLayouts(b *testing.B) {
 		return s[len(s)/2]
 	}
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
-	load, _ := os.ReadFile("/proc/loadavg")
 	var out strings.Builder
 	fmt.Fprintf(&out, "snapshot and clone of one volume: %d files of 16 KiB in 50 directories (%d MiB); median of %d, rounds interleaved\n",
 		files, files*16>>10, rounds*b.N)
-	fmt.Fprintf(&out, "host load average: %s\n", strings.TrimSpace(string(load)))
+	fmt.Fprintf(&out, "host load average: %s\n", benchfig.Load())
 	fmt.Fprintf(&out, "%-8s %-22s %12s %12s %12s %12s  %s\n", "way", "filesystem", "snapshot", "clone", "restore", "(fill)",
 		"snapshot stats; copy's snapshot time / this one's")
 	base := median(ways[0].snap)
@@ -125,12 +125,7 @@ func BenchmarkSnapshotLayouts(b *testing.B) {
 			ms(median(w.snap)), ms(median(w.clone)), ms(median(w.restore)), ms(w.fill), how, float64(base)/float64(max(median(w.snap), 1)))
 	}
 	fmt.Print("\n" + out.String())
-	dir := filepath.Join("..", "..", "bin", "bench")
-	if err := os.MkdirAll(dir, 0o755); err == nil {
-		if err := os.WriteFile(filepath.Join(dir, "snapshot-layouts.txt"), []byte(out.String()), 0o644); err != nil {
-			b.Log(err)
-		}
-	}
+	benchfig.Write(b, "snapshot-layouts.txt", out.String())
 }
 
 func fsName(p string) string {

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2/ktesting"
 
+	"github.com/carve-csi/carve/internal/benchfig"
 	"github.com/carve-csi/carve/internal/testenv/loopfs"
 	"github.com/carve-csi/carve/pkg/params"
 )
@@ -182,7 +183,7 @@ func TestBtrfsLayoutSnapshotCloneDelete(t *testing.T) {
 		t.Fatalf("CreateSnapshot: %v %v", created, err)
 	}
 	t.Logf("snapshot of a volume holding 1 GiB: %v (CreateSnapshot, record and rename included; ioctl %v; load %s)",
-		took, rec.Stats.Elapsed, loadavg())
+		took, rec.Stats.Elapsed, benchfig.Load())
 	if !rec.Stats.Subvolume || rec.Stats.Files != 0 {
 		t.Fatalf("snapshot stats %+v: want a subvolume snapshot, nothing copied", rec.Stats)
 	}
@@ -381,11 +382,6 @@ func TestBtrfsLayoutRefusals(t *testing.T) {
 	if _, err := s.Create(ctx, []string{"v"}, owner(), Meta{PV: "pv"}); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	return strings.TrimSpace(string(b))
 }
 
 // A pod that reaches the filesystem directly can make a subvolume inside its

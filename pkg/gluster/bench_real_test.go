@@ -15,6 +15,7 @@ import (
 	"k8s.io/klog/v2"
 	mount "k8s.io/mount-utils"
 
+	"github.com/carve-csi/carve/internal/benchfig"
 	"github.com/carve-csi/carve/pkg/params"
 	"github.com/carve-csi/carve/pkg/sharemount"
 	"github.com/carve-csi/carve/pkg/volume"
@@ -56,7 +57,7 @@ func BenchmarkGlusterCreate(b *testing.B) {
 		{name: "before", before: true},
 		{name: "now"},
 	}
-	load := []string{loadavg()}
+	load := []string{benchfig.Load()}
 	mountsDir := b.TempDir()
 	brickRoot := filepath.Join(c.BrickRoot(), fmt.Sprintf("bench-%d", os.Getpid()))
 	if err := os.MkdirAll(brickRoot, 0o755); err != nil {
@@ -94,7 +95,7 @@ func BenchmarkGlusterCreate(b *testing.B) {
 			s.inCLI = append(s.inCLI, s.cli.take())
 		}
 	}
-	load = append(load, loadavg())
+	load = append(load, benchfig.Load())
 	for i := range volumes {
 		for _, s := range svcs {
 			cfg := mustParseTB(b, "backend", "gluster", "servers", c.Host(), "mode", "volume", "replica", "1",
@@ -114,7 +115,7 @@ func BenchmarkGlusterCreate(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	load = append(load, loadavg())
+	load = append(load, benchfig.Load())
 
 	ms := func(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }
 	var out strings.Builder
@@ -138,13 +139,7 @@ func BenchmarkGlusterCreate(b *testing.B) {
 		fmt.Fprintf(&out, "%s volume mode, each: %s\n", w.name, strings.Join(vs, ", "))
 	}
 	fmt.Print("\n" + out.String())
-	dir := filepath.Join("..", "..", "bin", "bench")
-	if err := os.MkdirAll(dir, 0o755); err == nil {
-		err = os.WriteFile(filepath.Join(dir, "gluster-create.txt"), []byte(out.String()), 0o644)
-		if err != nil {
-			b.Log(err)
-		}
-	}
+	benchfig.Write(b, "gluster-create.txt", out.String())
 }
 
 // timedExecutor adds up the time its commands take.
@@ -216,14 +211,6 @@ func unmountUnder(tb testing.TB, dir string) {
 			}
 		}
 	}
-}
-
-func loadavg() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(data)); err == nil && len(f) >= 3 {
-		return strings.Join(f[:3], " ")
-	}
-	return "?"
 }
 
 func glusterVersion() string {

@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
 
+	"github.com/carve-csi/carve/internal/benchfig"
 	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/pkg/kubeclient"
 	"github.com/carve-csi/carve/test/cluster"
@@ -330,7 +331,7 @@ func BenchmarkBacklog(b *testing.B) {
 		case <-time.After(15 * time.Minute):
 			b.Fatalf("%s: fewer than %d PVs after 15 minutes", r.name, n)
 		}
-		res.first, res.last, res.load = times[0].Sub(t0), times[len(times)-1].Sub(t0), loadavg()
+		res.first, res.last, res.load = times[0].Sub(t0), times[len(times)-1].Sub(t0), benchfig.Load()
 		if prov != nil {
 			res.cpu = prov.cpu()
 			prov.stop()
@@ -380,7 +381,7 @@ func BenchmarkBacklog(b *testing.B) {
 	b.ReportMetric(rate(results[1]), "PVs/s-carve")
 	b.ReportMetric(100*ratios[0], "%-of-limit")
 	b.Log(out.String())
-	writeBenchReport(b, repo, "backlog.txt", out.String())
+	writeBenchReport(b, "backlog.txt", out.String())
 }
 
 // waitMarked waits until the controller-manager has marked all n claims of

@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
+	"github.com/carve-csi/carve/internal/benchfig"
 	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/test/cluster"
 	"github.com/carve-csi/carve/test/scenario"
@@ -139,11 +140,11 @@ func BenchmarkCacheMemory(b *testing.B) {
 		}
 		created = append(created, fmt.Sprintf("%d->%d in %.0fs", have, n, time.Since(t0).Seconds()))
 		have = n
-		b.Logf("%d PVs and claims created and Bound in %.1fs (load %s)", n, time.Since(t0).Seconds(), loadavg())
+		b.Logf("%d PVs and claims created and Bound in %.1fs (load %s)", n, time.Since(t0).Seconds(), benchfig.Load())
 		if err := measure(k + 1); err != nil {
 			b.Fatal(err)
 		}
-		loads = append(loads, loadavg())
+		loads = append(loads, benchfig.Load())
 		if k != 0 {
 			continue
 		}
@@ -193,7 +194,7 @@ func BenchmarkCacheMemory(b *testing.B) {
 		}
 	}
 	b.Log(out.String())
-	writeBenchReport(b, repo, "cache-memory.txt", out.String())
+	writeBenchReport(b, "cache-memory.txt", out.String())
 }
 
 // provisionerRun is cmd/provisioner started as the benchmark's process.
@@ -330,7 +331,7 @@ func measureRestarts(ctx context.Context, b *testing.B, client kubernetes.Interf
 			r.stop()
 			return out, fmt.Errorf("restart %d: claim %s not Bound after %s (log %s): %w", i+1, name, time.Since(t0), r.p.LogPath, err)
 		}
-		rr.leading, rr.load = r.leading(), loadavg()
+		rr.leading, rr.load = r.leading(), benchfig.Load()
 		b.Logf("restart %d after %s: ready %.2fs, leading %.2fs, PV %.2fs, Bound %.2fs (log %s)", i+1, after,
 			rr.ready.Seconds(), rr.leading.Seconds(), rr.pv.Seconds(), rr.bound.Seconds(), r.p.LogPath)
 		out = append(out, rr)
@@ -526,14 +527,6 @@ func copyPairs(ctx context.Context, client kubernetes.Interface, tmplPVC *v1.Per
 }
 
 // writeBenchReport keeps a benchmark's figures in bin/bench for the notes.
-func writeBenchReport(b *testing.B, repo, name, text string) {
-	dir := filepath.Join(repo, "bin", "bench")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		b.Log(err)
-		return
-	}
-	stamp := time.Now().UTC().Format(time.RFC3339)
-	if err := os.WriteFile(filepath.Join(dir, name), []byte(stamp+"\n"+text), 0o644); err != nil {
-		b.Log(err)
-	}
+func writeBenchReport(b *testing.B, name, text string) {
+	benchfig.Write(b, name, time.Now().UTC().Format(time.RFC3339)+"\n"+text)
 }

@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/carve-csi/carve/internal/benchfig"
 	"github.com/carve-csi/carve/test/cluster"
 	"github.com/carve-csi/carve/test/scenario"
 )
@@ -218,7 +219,7 @@ func runShipped(b *testing.B, p shippedPath, n int, kcmQPS string) *shippedResul
 	}
 
 	b.ResetTimer()
-	r := &shippedResult{n: n, load0: loadavg()}
+	r := &shippedResult{n: n, load0: benchfig.Load()}
 	start := time.Now()
 	if err := createClaims(ctx, client, "bench", p.class, n); err != nil {
 		b.Fatal(err)
@@ -253,7 +254,7 @@ func runShipped(b *testing.B, p shippedPath, n int, kcmQPS string) *shippedResul
 	}
 	b.StopTimer()
 	r.wall = time.Since(tDeploy)
-	r.load1 = loadavg()
+	r.load1 = benchfig.Load()
 	if mem != nil {
 		r.peakRSS, r.peakPod, r.cpu = mem.stop()
 	}
@@ -469,14 +470,3 @@ func cgroupCPU(dir string) int64 {
 
 // loadavg is the host's 1, 5 and 15 minute load averages: the machine may be
 // shared, and the figures depend on it.
-func loadavg() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(data))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
