@@ -27,7 +27,6 @@ import (
 	watchtools "k8s.io/client-go/tools/watch"
 
 	"github.com/carve-csi/carve/internal/benchfig"
-	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/pkg/kubeclient"
 	"github.com/carve-csi/carve/test/cluster"
 	"github.com/carve-csi/carve/test/scenario"
@@ -59,15 +58,7 @@ func BenchmarkClaims(b *testing.B) {
 	if s := os.Getenv("BENCH_KCM_QPS"); s != "" {
 		kcmQPS = s
 	}
-	share := filepath.Join(b.TempDir(), "export")
-	if err := os.Mkdir(share, 0o755); err != nil {
-		b.Fatal(err)
-	}
-	// A plain directory standing in for the export: declare it, as an
-	// administrator does (carve refuses an unverified share).
-	if err := dirvol.Declare(share); err != nil {
-		b.Fatal(err)
-	}
+	share := declaredShare(b)
 	c := cluster.StartForTest(b, cluster.Options{
 		Nodes:                 -1,
 		ControllerManagerArgs: []string{"--kube-api-qps=" + kcmQPS, "--kube-api-burst=" + kcmQPS},
@@ -225,15 +216,12 @@ func procStatusBytes(pid int, field string) int64 {
 func BenchmarkBacklog(b *testing.B) {
 	n := 1000
 	if s := os.Getenv("BENCH_BACKLOG_CLAIMS"); s != "" {
-		n, _ = strconv.Atoi(s)
+		var err error
+		if n, err = strconv.Atoi(s); err != nil || n <= 0 {
+			b.Fatalf("BENCH_BACKLOG_CLAIMS=%q: want a positive number", s)
+		}
 	}
-	share := filepath.Join(b.TempDir(), "export")
-	if err := os.Mkdir(share, 0o755); err != nil {
-		b.Fatal(err)
-	}
-	if err := dirvol.Declare(share); err != nil {
-		b.Fatal(err)
-	}
+	share := declaredShare(b)
 	c := cluster.StartForTest(b, cluster.Options{
 		Nodes:                 -1,
 		ControllerManagerArgs: []string{"--kube-api-qps=500", "--kube-api-burst=500"},

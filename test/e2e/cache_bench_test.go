@@ -26,7 +26,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/carve-csi/carve/internal/benchfig"
-	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/test/cluster"
 	"github.com/carve-csi/carve/test/scenario"
 )
@@ -58,13 +57,7 @@ func BenchmarkCacheMemory(b *testing.B) {
 			sizes = append(sizes, n)
 		}
 	}
-	share := filepath.Join(b.TempDir(), "export")
-	if err := os.Mkdir(share, 0o755); err != nil {
-		b.Fatal(err)
-	}
-	if err := dirvol.Declare(share); err != nil {
-		b.Fatal(err)
-	}
+	share := declaredShare(b)
 	c := cluster.StartForTest(b, cluster.Options{
 		Nodes:                 -1,
 		ControllerManagerArgs: []string{"--kube-api-qps=500", "--kube-api-burst=500"},

@@ -174,7 +174,7 @@ func readyzOf(addr string) (int, string) {
 // declaredShare is a directory declared to be the share (an empty
 // .carve-share, as an administrator does for an exported directory carve
 // reaches without a mount), so readiness sees a verified share.
-func declaredShare(t *testing.T) string {
+func declaredShare(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	if err := dirvol.Declare(dir); err != nil {
