@@ -504,16 +504,27 @@ func copyPairs(ctx context.Context, client kubernetes.Interface, tmplPVC *v1.Per
 		return err
 	default:
 	}
-	return wait.PollUntilContextTimeout(ctx, time.Second, 15*time.Minute, true, func(ctx context.Context) (bool, error) {
+	// Binding tens of thousands of claims takes the controller-manager
+	// longer than any fixed timeout that suits 10k: give up only when no
+	// claim got Bound for 5 minutes. Each poll lists every claim, so not
+	// too often.
+	bound, progress := 0, time.Now()
+	return wait.PollUntilContextCancel(ctx, 5*time.Second, true, func(ctx context.Context) (bool, error) {
 		list, err := client.CoreV1().PersistentVolumeClaims("bench").List(ctx, metav1.ListOptions{ResourceVersion: "0"})
 		if err != nil {
 			return false, nil
 		}
-		bound := 0
+		now := 0
 		for _, c := range list.Items {
 			if c.Status.Phase == v1.ClaimBound && strings.HasPrefix(c.Name, "claim-") {
-				bound++
+				now++
 			}
+		}
+		if now > bound {
+			bound, progress = now, time.Now()
+		}
+		if time.Since(progress) > 5*time.Minute {
+			return false, fmt.Errorf("%d of %d claims Bound, none more for 5 minutes", bound, n)
 		}
 		return bound >= n, nil
 	})

@@ -57,7 +57,7 @@ type shippedPath struct {
 var shippedPaths = []shippedPath{
 	{
 		name: "csi", class: "carve-nfs-csi", app: "carve-csi-controller",
-		images: []string{"carve-csi-controller", "carve-csi-node", "csi-provisioner", "carve-registrar", "carve-livenessprobe", "carve-resizer", "test-pause"},
+		images: []string{"carve-csi-controller", "carve-csi-node", "csi-provisioner", "carve-registrar", "carve-livenessprobe", "carve-resizer", "csi-snapshotter", "test-pause"},
 		deploy: scenario.DeployRealCSI,
 	},
 	{
@@ -95,39 +95,78 @@ type shippedResult struct {
 // BENCH_BASELINE_IMAGES=DIR (the bin/images of another build, e.g. main's)
 // runs the CSI path with those images first, through this tree's deploy/,
 // so a change to carve's CSI controller is measured before and after in
-// the same host conditions.
+// the same host conditions. BENCH_ROUNDS=N (default 1) runs the paths in
+// turn N times and reports each round's ratio and their median
+// (bin/bench/shipped.txt).
 //
 //	make bench
 func BenchmarkShippedDeployments(b *testing.B) {
 	n, kcmQPS := benchParams()
-	results := map[string]*shippedResult{}
+	rounds := 1
+	if s := os.Getenv("BENCH_ROUNDS"); s != "" {
+		var err error
+		if rounds, err = strconv.Atoi(s); err != nil || rounds <= 0 {
+			b.Fatalf("BENCH_ROUNDS=%q: want a positive number", s)
+		}
+	}
+	results := map[string][]*shippedResult{}
 	paths := shippedPaths
 	if dir := os.Getenv("BENCH_BASELINE_IMAGES"); dir != "" {
 		base := shippedPaths[0]
 		base.name, base.imagesDir = "csi-baseline", dir
 		paths = append([]shippedPath{base}, paths...)
 	}
-	for _, p := range paths {
-		b.Run(p.name, func(b *testing.B) {
-			results[p.name] = runShipped(b, p, n, kcmQPS)
-		})
+	// The paths take turns, round after round: the host's load moves over
+	// a run, and a round's paths see about the same.
+	for i := range rounds {
+		for _, p := range paths {
+			name := p.name
+			if rounds > 1 {
+				name = fmt.Sprintf("%s/round-%d", p.name, i+1)
+			}
+			b.Run(name, func(b *testing.B) {
+				results[p.name] = append(results[p.name], runShipped(b, p, n, kcmQPS))
+			})
+		}
 	}
-	csi, classic := results["csi"], results["classic"]
-	if csi == nil || classic == nil {
+	csis, classics := results["csi"], results["classic"]
+	if len(csis) != rounds || len(classics) != rounds {
 		return
 	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "shipped deployments side by side: %d claims at once, kube-controller-manager --kube-api-qps=%s --kube-api-burst=%s, %d round(s), %s\n",
+		n, kcmQPS, kcmQPS, rounds, time.Now().UTC().Format("2006-01-02"))
+	var toPV, toBound []float64
+	for i := range rounds {
+		csi, classic := csis[i], classics[i]
+		if rounds > 1 {
+			fmt.Fprintf(&sb, "round %d:\n", i+1)
+		}
+		writeShippedRound(&sb, n, csi, classic, results["csi-baseline"], i)
+		toPV = append(toPV, classic.toPVs.Seconds()/csi.toPVs.Seconds())
+		toBound = append(toBound, classic.toBound.Seconds()/csi.toBound.Seconds())
+	}
+	if rounds > 1 {
+		fmt.Fprintf(&sb, "csi/classic claims/s over %d rounds: to PV %s (median %.2f), to Bound %s (median %.2f)\n",
+			rounds, fmtRatios(toPV), median(toPV), fmtRatios(toBound), median(toBound))
+	}
+	b.ReportMetric(median(toBound), "csi/classic-to-Bound")
+	b.Log("\n" + sb.String())
+	writeBenchReport(b, "shipped.txt", sb.String())
+}
+
+// writeShippedRound prints one round's CSI and classic figures side by side,
+// and the baseline's of that round when there is one.
+func writeShippedRound(sb *strings.Builder, n int, csi, classic *shippedResult, baselines []*shippedResult, i int) {
 	ratio := func(a, c float64) string {
 		if c == 0 {
 			return "-"
 		}
 		return fmt.Sprintf("%.2f", a/c)
 	}
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "shipped deployments side by side: %d claims at once, kube-controller-manager --kube-api-qps=%s --kube-api-burst=%s, %s\n",
-		n, kcmQPS, kcmQPS, time.Now().UTC().Format("2006-01-02"))
-	fmt.Fprintf(&sb, "%-28s %10s %10s %12s\n", "", "csi", "classic", "csi/classic")
+	fmt.Fprintf(sb, "%-28s %10s %10s %12s\n", "", "csi", "classic", "csi/classic")
 	row := func(name string, a, c float64) {
-		fmt.Fprintf(&sb, "%-28s %10.1f %10.1f %12s\n", name, a, c, ratio(a, c))
+		fmt.Fprintf(sb, "%-28s %10.1f %10.1f %12s\n", name, a, c, ratio(a, c))
 	}
 	row("s to all PVs", csi.toPVs.Seconds(), classic.toPVs.Seconds())
 	row("s to all Bound", csi.toBound.Seconds(), classic.toBound.Seconds())
@@ -136,16 +175,36 @@ func BenchmarkShippedDeployments(b *testing.B) {
 	row("peak RSS MiB, busiest pod", mib(csi.peakPod), mib(classic.peakPod))
 	row("CPU s, all controller pods", csi.cpu.Seconds(), classic.cpu.Seconds())
 	row("s from apply to all Bound", csi.wall.Seconds(), classic.wall.Seconds())
-	if base := results["csi-baseline"]; base != nil {
+	if i < len(baselines) {
+		base := baselines[i]
 		row("baseline s to all PVs", base.toPVs.Seconds(), classic.toPVs.Seconds())
 		row("baseline s to all Bound", base.toBound.Seconds(), classic.toBound.Seconds())
 		row("baseline claims/s to PV", float64(n)/base.toPVs.Seconds(), float64(n)/classic.toPVs.Seconds())
 		row("baseline claims/s to Bound", float64(n)/base.toBound.Seconds(), float64(n)/classic.toBound.Seconds())
 		row("baseline CPU s, controllers", base.cpu.Seconds(), classic.cpu.Seconds())
-		fmt.Fprintf(&sb, "host load average (1m 5m 15m) csi-baseline %s → %s\n", base.load0, base.load1)
+		fmt.Fprintf(sb, "host load average (1m 5m 15m) csi-baseline %s → %s\n", base.load0, base.load1)
 	}
-	fmt.Fprintf(&sb, "host load average (1m 5m 15m) csi %s → %s, classic %s → %s\n", csi.load0, csi.load1, classic.load0, classic.load1)
-	b.Log("\n" + sb.String())
+	fmt.Fprintf(sb, "host load average (1m 5m 15m) csi %s → %s, classic %s → %s\n", csi.load0, csi.load1, classic.load0, classic.load1)
+}
+
+func fmtRatios(v []float64) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = fmt.Sprintf("%.2f", x)
+	}
+	return strings.Join(s, " ")
+}
+
+// median of v (the mean of the middle two for an even count).
+func median(v []float64) float64 {
+	s := slices.Sorted(slices.Values(v))
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func mib(v int64) float64 { return float64(v) / (1 << 20) }
