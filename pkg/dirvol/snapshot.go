@@ -177,7 +177,7 @@ func (s *Share) CreateSnapshot(ctx context.Context, src []string, rec SnapshotRe
 	}
 	ok = true
 	klog.FromContext(ctx).V(2).Info("Took snapshot", "share", s.root, "dir", rec.SourceDir, "entry", rec.Entry,
-		"files", rec.Stats.Files, "bytes", rec.Stats.Bytes, "reflinked", rec.Stats.Reflinked, "subvolume", rec.Stats.Subvolume,
+		"files", rec.Stats.Files, "bytes", rec.Stats.Bytes, "reflinked", rec.Stats.Reflinked, "holeBytes", rec.Stats.HoleBytes, "subvolume", rec.Stats.Subvolume,
 		"elapsed", rec.Stats.Elapsed)
 	return &rec, true, nil
 }
