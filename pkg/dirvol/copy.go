@@ -341,6 +341,11 @@ func (c *copier) extent(sf *os.File, off, size int64) (start, end int64, err err
 	} else if err != nil {
 		return 0, 0, fmt.Errorf("seek hole at %d: %w", start, err)
 	}
+	if end <= start {
+		// A hole punched between the two seeks: copy the rest whole
+		// rather than ask again forever.
+		end = size
+	}
 	return start, min(end, size), nil
 }
 
