@@ -101,6 +101,8 @@ type Driver struct {
 	cfg   Config
 	svc   *volume.Service
 	locks *keyLocks
+	// metrics: the CSI calls' and the copies', served on --metrics-address.
+	metrics *metrics
 
 	identity   *IdentityServer
 	controller *ControllerServer
@@ -136,7 +138,7 @@ func New(cfg Config, mounter mount.Interface) (*Driver, error) {
 	if cfg.MountsDir != "" {
 		resolver.Mounter = mounter
 	}
-	d := &Driver{cfg: cfg, locks: newKeyLocks()}
+	d := &Driver{cfg: cfg, locks: newKeyLocks(), metrics: newMetrics()}
 	// GIDs stay nil: CSI cannot annotate PVs with a group, so pods get access
 	// through fsGroup (the CSIDriver's fsGroupPolicy File) or explicit uid/gid.
 	// Both backends reach shares through the same resolver: --mount-map

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"k8s.io/klog/v2"
 
+	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/pkg/httpserve"
 	"github.com/carve-csi/carve/pkg/volume"
 )
@@ -44,7 +45,7 @@ func (d *Driver) Serve(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	m := newMetrics()
+	m := d.metrics
 	srv := grpc.NewServer(grpc.UnaryInterceptor(interceptor(logger, m)))
 	d.Register(srv)
 
@@ -140,14 +141,23 @@ func parseEndpoint(ep string) (network, addr string, err error) {
 	return "", "", fmt.Errorf("endpoint %q: scheme must be unix or tcp", ep)
 }
 
-// metrics count CSI calls by method and result code.
+// metrics count CSI calls by method and result code, and follow the copies
+// snapshots, restores and clones make in the directory layout (as the
+// dirvol.CopyObserver each call's context carries).
 type metrics struct {
 	registry *prometheus.Registry
 	calls    *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+
+	copies        *prometheus.GaugeVec
+	copyFiles     *prometheus.CounterVec
+	copyBytes     *prometheus.CounterVec
+	copyReflinked *prometheus.CounterVec
+	copyDuration  *prometheus.HistogramVec
 }
 
 func newMetrics() *metrics {
+	kind := []string{"kind"}
 	m := &metrics{
 		registry: prometheus.NewRegistry(),
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -159,9 +169,76 @@ func newMetrics() *metrics {
 			Help:    "Duration of CSI calls by method.",
 			Buckets: []float64{.005, .025, .1, .5, 1, 2.5, 5, 10, 30, 60, 120},
 		}, []string{"method"}),
+		copies: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "carve_copies_in_progress",
+			Help: "Copies running now (snapshots, restores, clones of the directory layout), by kind.",
+		}, kind),
+		copyFiles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "carve_copy_files_total",
+			Help: "Files copied (regular files and fifos), by kind of copy; counted as each file is done.",
+		}, kind),
+		copyBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "carve_copy_bytes_total",
+			Help: "Bytes of file data copied or reflinked, by kind of copy; holes left holes are not counted. Counted as each chunk is done.",
+		}, kind),
+		copyReflinked: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "carve_copy_reflinked_bytes_total",
+			Help: "Of carve_copy_bytes_total, the bytes shared with FICLONE (reflinks) rather than copied, by kind of copy.",
+		}, kind),
+		copyDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "carve_copy_duration_seconds",
+			Help:    "Duration of copies, by kind and result (success, error).",
+			Buckets: []float64{.01, .1, 1, 10, 60, 300, 900, 1800, 3600, 3 * 3600, 12 * 3600},
+		}, []string{"kind", "result"}),
 	}
-	m.registry.MustRegister(m.calls, m.duration)
+	m.registry.MustRegister(m.calls, m.duration, m.copies, m.copyFiles, m.copyBytes, m.copyReflinked, m.copyDuration)
+	// Every kind from the start, at zero: a rate over them needs no
+	// first copy to have happened.
+	for _, k := range []dirvol.CopyKind{dirvol.CopySnapshot, dirvol.CopyRestore, dirvol.CopyClone} {
+		m.copies.WithLabelValues(string(k))
+		m.copyFiles.WithLabelValues(string(k))
+		m.copyBytes.WithLabelValues(string(k))
+		m.copyReflinked.WithLabelValues(string(k))
+	}
 	return m
+}
+
+// CopyStarted implements dirvol.CopyObserver.
+func (m *metrics) CopyStarted(kind dirvol.CopyKind) dirvol.CopyProgress {
+	k := string(kind)
+	p := &copyProgress{m: m, kind: k, inProgress: m.copies.WithLabelValues(k), files: m.copyFiles.WithLabelValues(k),
+		bytes: m.copyBytes.WithLabelValues(k), reflinked: m.copyReflinked.WithLabelValues(k)}
+	p.inProgress.Inc()
+	return p
+}
+
+// copyProgress follows one copy, its counters resolved once.
+type copyProgress struct {
+	m                       *metrics
+	kind                    string
+	inProgress              prometheus.Gauge
+	files, bytes, reflinked prometheus.Counter
+}
+
+func (p *copyProgress) Copied(files, bytes, reflinked int64) {
+	if files > 0 {
+		p.files.Add(float64(files))
+	}
+	if bytes > 0 {
+		p.bytes.Add(float64(bytes))
+	}
+	if reflinked > 0 {
+		p.reflinked.Add(float64(reflinked))
+	}
+}
+
+func (p *copyProgress) Finished(stats dirvol.CopyStats, err error) {
+	p.inProgress.Dec()
+	result := "success"
+	if err != nil {
+		result = "error"
+	}
+	p.m.copyDuration.WithLabelValues(p.kind, result).Observe(stats.Elapsed.Seconds())
 }
 
 // interceptor gives each call a logger with its method, logs the request
@@ -174,7 +251,11 @@ func interceptor(base klog.Logger, m *metrics) grpc.UnaryServerInterceptor {
 			v.Info("CSI request", "request", sanitize(req))
 		}
 		start := time.Now()
-		resp, err := handler(klog.NewContext(ctx, logger), req)
+		ctx = klog.NewContext(ctx, logger)
+		if m != nil {
+			ctx = dirvol.WithCopyObserver(ctx, m)
+		}
+		resp, err := handler(ctx, req)
 		elapsed := time.Since(start)
 		code := status.Code(err)
 		if m != nil {

@@ -18,12 +18,15 @@ import (
 var ErrUnsupportedFile = errors.New("unsupported file type")
 
 // CopyStats says what a copy did; Reflinked counts files cloned with FICLONE
-// (no data copied), the rest of Bytes went through copy_file_range or a
-// plain read/write.
+// (no data copied, ReflinkedBytes of Bytes), the rest of Bytes went through
+// copy_file_range or a plain read/write. Holes in files that were copied,
+// not cloned, are left holes: HoleBytes of them, not in Bytes.
 type CopyStats struct {
 	Dirs, Files, Symlinks, HardLinks int64
 	Reflinked                        int64
 	Bytes                            int64
+	ReflinkedBytes                   int64 `json:",omitempty"`
+	HoleBytes                        int64 `json:",omitempty"`
 	// Vanished counts entries removed or replaced while the copy ran (a
 	// live source): they are left out, not an error.
 	Vanished int64
@@ -51,22 +54,32 @@ type copier struct {
 	last    time.Time
 	what    string // for progress logs
 	beat    func() // called every progressEvery (heartbeat); may be nil
-	noClone bool   // FICLONE failed once with "not supported": stop trying
+	obs     CopyProgress
+	noClone bool // FICLONE failed once with "not supported": stop trying
+	noSeek  bool // SEEK_DATA failed once with "not supported": copy files whole
 }
 
 // copyTree copies the contents of directory src into the empty directory
 // dst. With withRoot, dst also takes src's owner, mode, xattrs and times.
-func copyTree(ctx context.Context, src, dst int, withRoot bool, what string, beat func()) (CopyStats, error) {
-	c := &copier{ctx: ctx, dstRoot: dst, links: map[devIno]string{}, last: time.Now(), what: what, beat: beat}
+// The context's CopyObserver, if any, follows it as a copy of kind.
+func copyTree(ctx context.Context, src, dst int, withRoot bool, kind CopyKind, what string, beat func()) (stats CopyStats, err error) {
+	c := &copier{ctx: ctx, dstRoot: dst, links: map[devIno]string{}, last: time.Now(), what: what, beat: beat, obs: noProgress{}}
+	if o := copyObserver(ctx); o != nil {
+		c.obs = o.CopyStarted(kind)
+	}
 	start := time.Now()
-	err := c.dir(src, dst, "")
+	defer func() {
+		c.stats.Elapsed = time.Since(start)
+		stats = c.stats
+		c.obs.Finished(stats, err)
+	}()
+	err = c.dir(src, dst, "")
 	if err == nil && withRoot {
 		var st unix.Stat_t
 		if err = unix.Fstat(src, &st); err == nil {
 			err = c.meta(src, dst, &st, "")
 		}
 	}
-	c.stats.Elapsed = time.Since(start)
 	return c.stats, err
 }
 
@@ -86,7 +99,7 @@ func (c *copier) tick() {
 		c.beat()
 	}
 	klog.FromContext(c.ctx).Info("Copy in progress", "what", c.what, "files", c.stats.Files, "dirs", c.stats.Dirs,
-		"bytes", c.stats.Bytes, "reflinked", c.stats.Reflinked)
+		"bytes", c.stats.Bytes, "reflinked", c.stats.Reflinked, "holeBytes", c.stats.HoleBytes)
 }
 
 // destError marks a failure on the destination side, which is carve's own
@@ -154,6 +167,7 @@ func (c *copier) entry(src, dst int, rel, name string) error {
 			return dest(fmt.Errorf("mkfifo %s: %w", p, err))
 		}
 		c.stats.Files++
+		c.obs.Copied(1, 0, 0)
 		return c.metaAt(dst, name, &st, p)
 	case unix.S_IFSOCK:
 		// A socket is a rendezvous point of a running process, not data.
@@ -232,10 +246,11 @@ func (c *copier) file(src, dst int, rel, name string, lst *unix.Stat_t) error {
 	}
 	df := os.NewFile(uintptr(dfd), p)
 	defer df.Close()
-	if err := c.data(sf, df, p); err != nil {
+	if err := c.data(sf, df, st.Size, p); err != nil {
 		return err
 	}
 	c.stats.Files++
+	c.obs.Copied(1, 0, 0)
 	if err := c.meta(sfd, dfd, &st, p); err != nil {
 		return err
 	}
@@ -246,16 +261,20 @@ func (c *copier) file(src, dst int, rel, name string, lst *unix.Stat_t) error {
 }
 
 // data shares the source's extents where the filesystem can (FICLONE on
-// XFS, btrfs: nearly free), else copies; io.Copy between two files uses
-// copy_file_range, which servers that support it (NFS 4.2) do server-side.
-func (c *copier) data(sf, df *os.File, p string) error {
+// XFS, btrfs: nearly free), else copies the data of the file's first size
+// bytes (its size when opened) and leaves its holes holes.
+func (c *copier) data(sf, df *os.File, size int64, p string) error {
 	if !c.noClone {
 		err := unix.IoctlFileClone(int(df.Fd()), int(sf.Fd()))
 		if err == nil {
-			c.stats.Reflinked++
+			var n int64
 			if fi, err := df.Stat(); err == nil {
-				c.stats.Bytes += fi.Size()
+				n = fi.Size()
 			}
+			c.stats.Reflinked++
+			c.stats.Bytes += n
+			c.stats.ReflinkedBytes += n
+			c.obs.Copied(0, n, n)
 			return nil
 		}
 		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.ENOSYS) {
@@ -263,19 +282,99 @@ func (c *copier) data(sf, df *os.File, p string) error {
 		}
 		// EXDEV, EINVAL (e.g. inline data): copy this one.
 	}
-	// In chunks, so a huge file still beats the heartbeat (Purge would
-	// otherwise take the copy for a crash leftover).
-	for {
-		n, err := io.CopyN(df, sf, copyChunk)
-		c.stats.Bytes += n
-		c.tick()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
+	var copied int64
+	for off := int64(0); off < size; {
+		start, end, err := c.extent(sf, off, size)
 		if err != nil {
 			return fmt.Errorf("copy %s: %w", p, err)
 		}
+		if start >= size {
+			break // only a hole is left
+		}
+		n, err := c.copyRange(sf, df, start, end)
+		copied += n
+		if err != nil {
+			return fmt.Errorf("copy %s: %w", p, err)
+		}
+		if start+n < end {
+			break // the file shrank meanwhile: what was read is the copy
+		}
+		off = end
 	}
+	// The size, and with it the trailing hole, if any.
+	if err := df.Truncate(size); err != nil {
+		return dest(fmt.Errorf("truncate copy of %s: %w", p, err))
+	}
+	if copied < size {
+		c.stats.HoleBytes += size - copied
+	}
+	return nil
+}
+
+// extent returns the next range of data at or after off, ending at size at
+// most: [start, end). start is size when only a hole is left. Where
+// SEEK_DATA is not supported the rest of the file is one range (copied
+// dense, as before).
+func (c *copier) extent(sf *os.File, off, size int64) (start, end int64, err error) {
+	if c.noSeek {
+		return off, size, nil
+	}
+	fd := int(sf.Fd())
+	start, err = unix.Seek(fd, off, unix.SEEK_DATA)
+	if errors.Is(err, unix.ENXIO) {
+		return size, size, nil // no data past off
+	}
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
+		c.noSeek = true
+		return off, size, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("seek data at %d: %w", off, err)
+	}
+	if start >= size {
+		return size, size, nil
+	}
+	// Every file ends with a hole (its end), so SEEK_HOLE finds one.
+	end, err = unix.Seek(fd, start, unix.SEEK_HOLE)
+	if errors.Is(err, unix.ENXIO) {
+		end = size // truncated meanwhile
+	} else if err != nil {
+		return 0, 0, fmt.Errorf("seek hole at %d: %w", start, err)
+	}
+	if end <= start {
+		// A hole punched between the two seeks: copy the rest whole
+		// rather than ask again forever.
+		end = size
+	}
+	return start, min(end, size), nil
+}
+
+// copyRange copies [start, end) to the same offsets; io.Copy between two
+// files uses copy_file_range, which servers that support it (NFS 4.2) do
+// server-side. In chunks, so a huge file still beats the heartbeat (Purge
+// would otherwise take the copy for a crash leftover).
+func (c *copier) copyRange(sf, df *os.File, start, end int64) (int64, error) {
+	if _, err := sf.Seek(start, io.SeekStart); err != nil {
+		return 0, err
+	}
+	if _, err := df.Seek(start, io.SeekStart); err != nil {
+		return 0, dest(err)
+	}
+	var done int64
+	for done < end-start {
+		n, err := io.CopyN(df, sf, min(copyChunk, end-start-done))
+		done += n
+		c.stats.Bytes += n
+		c.obs.Copied(0, n, 0)
+		c.tick()
+		if errors.Is(err, io.EOF) {
+			return done, nil
+		}
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
 }
 
 const copyChunk = 64 << 20

@@ -155,7 +155,7 @@ func (s *Share) CreateSnapshot(ctx context.Context, src []string, rec SnapshotRe
 			now := unix.NsecToTimeval(time.Now().UnixNano())
 			_ = unix.Futimes(tfd, []unix.Timeval{now, now})
 		}
-		rec.Stats, err = copyTree(ctx, sfd, dfd, true, "snapshot "+rec.Entry, beat)
+		rec.Stats, err = copyTree(ctx, sfd, dfd, true, CopySnapshot, "snapshot "+rec.Entry, beat)
 		unix.Close(dfd)
 		if err != nil {
 			return nil, false, fmt.Errorf("copy %s into snapshot %s: %w", rec.SourceDir, rec.Entry, err)
@@ -177,7 +177,7 @@ func (s *Share) CreateSnapshot(ctx context.Context, src []string, rec SnapshotRe
 	}
 	ok = true
 	klog.FromContext(ctx).V(2).Info("Took snapshot", "share", s.root, "dir", rec.SourceDir, "entry", rec.Entry,
-		"files", rec.Stats.Files, "bytes", rec.Stats.Bytes, "reflinked", rec.Stats.Reflinked, "subvolume", rec.Stats.Subvolume,
+		"files", rec.Stats.Files, "bytes", rec.Stats.Bytes, "reflinked", rec.Stats.Reflinked, "holeBytes", rec.Stats.HoleBytes, "subvolume", rec.Stats.Subvolume,
 		"elapsed", rec.Stats.Elapsed)
 	return &rec, true, nil
 }
@@ -289,7 +289,7 @@ func (s *Share) CreateFromSnapshot(ctx context.Context, dir []string, own Owner,
 	if err := CheckSnapshotEntry(entry); err != nil {
 		return false, CopyStats{}, err
 	}
-	return s.createCopy(ctx, dir, own, meta, []string{snapDir, entry, snapData}, "restore of snapshot "+entry)
+	return s.createCopy(ctx, dir, own, meta, []string{snapDir, entry, snapData}, CopyRestore, "restore of snapshot "+entry)
 }
 
 // CreateFromDir creates the volume directory dir (as Create does) filled
@@ -298,10 +298,10 @@ func (s *Share) CreateFromDir(ctx context.Context, dir []string, own Owner, meta
 	if err := checkDir(src); err != nil {
 		return false, CopyStats{}, err
 	}
-	return s.createCopy(ctx, dir, own, meta, src, "clone of "+strings.Join(src, "/"))
+	return s.createCopy(ctx, dir, own, meta, src, CopyClone, "clone of "+strings.Join(src, "/"))
 }
 
-func (s *Share) createCopy(ctx context.Context, dir []string, own Owner, meta Meta, src []string, what string) (bool, CopyStats, error) {
+func (s *Share) createCopy(ctx context.Context, dir []string, own Owner, meta Meta, src []string, kind CopyKind, what string) (bool, CopyStats, error) {
 	var stats CopyStats
 	fill := func(ctx context.Context, root, fd int, beat func()) error {
 		sfd, err := resolve(root, src)
@@ -312,7 +312,7 @@ func (s *Share) createCopy(ctx context.Context, dir []string, own Owner, meta Me
 			return err
 		}
 		defer unix.Close(sfd)
-		stats, err = copyTree(ctx, sfd, fd, false, what, beat)
+		stats, err = copyTree(ctx, sfd, fd, false, kind, what, beat)
 		if err != nil {
 			return fmt.Errorf("%s: %w", what, err)
 		}
