@@ -24,20 +24,18 @@ import (
 	"github.com/carve-csi/carve/test/scenario"
 )
 
-// TestFerretBackupRestore is the Mongo example's backup and restore through
-// VolumeSnapshots on a real node: deploy/snapshot-controller (CRDs and
-// snapshot-controller), carve from deploy/examples/csi-nfs (csi-snapshotter,
+// backupRestore is the Mongo example's backup and restore through
+// VolumeSnapshots on the real node of TestFerretRealNode, in namespace
+// mongo-backup: deploy/snapshot-controller (CRDs and snapshot-controller)
+// next to carve from deploy/examples/csi-nfs (csi-snapshotter,
 // VolumeSnapshotClass carve-nfs-csi). 100 documents are written to a
 // FerretDB replica, the replica is stopped (a quiesced snapshot, as
-// docs/snapshots.md advises), its claim snapshotted, and 50 more written
-// after the snapshot. A new claim restored from the snapshot (dataSource)
-// and mounted by a new FerretDB pod must hold exactly the first 100.
-func TestFerretBackupRestore(t *testing.T) {
-	repo, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, n, share := scenario.StartRealCSI(t, repo, cluster.RealNodeOptions{})
+// docs/snapshots.md advises: the snapshot is a copy of files), its claim
+// snapshotted, and 50 more written after the snapshot. Two restores of
+// that snapshot side by side, a claim of its own (dataSource) mounted by a
+// new FerretDB pod and a new StatefulSet whose claim template names the
+// snapshot, must each hold exactly the first 100; the source keeps 150.
+func backupRestore(t *testing.T, c *cluster.Cluster, n *cluster.RealNode, repo, share string) {
 	ctx := t.Context()
 	start := time.Now()
 	t0 := start
@@ -45,7 +43,7 @@ func TestFerretBackupRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("deploy/snapshot-controller applied and rolled out in %s", time.Since(t0).Round(time.Second))
-	const ns = "mongo"
+	const ns = "mongo-backup"
 	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +58,7 @@ func TestFerretBackupRestore(t *testing.T) {
 	manifests := filepath.Join(t.TempDir(), "backup.yaml")
 	if err := os.WriteFile(manifests, []byte(`apiVersion: snapshot.storage.k8s.io/v1
 kind: VolumeSnapshot
-metadata: {name: state-ferret-0-backup, namespace: mongo}
+metadata: {name: state-ferret-0-backup}
 spec:
   volumeSnapshotClassName: carve-nfs-csi
   source: {persistentVolumeClaimName: state-ferret-0}
@@ -68,7 +66,7 @@ spec:
 		t.Fatal(err)
 	}
 	t0 = time.Now()
-	if _, err := c.Kubectl(ctx, "apply", "-f", manifests); err != nil {
+	if _, err := c.Kubectl(ctx, "-n", ns, "apply", "-f", manifests); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := c.Kubectl(ctx, "-n", ns, "wait", "--for=jsonpath={.status.readyToUse}=true", "--timeout=3m", "volumesnapshot/state-ferret-0-backup"); err != nil {
@@ -99,7 +97,7 @@ spec:
 	// template names the snapshot, so its replica 0's claim is restored.
 	if err := os.WriteFile(manifests, []byte(`apiVersion: v1
 kind: PersistentVolumeClaim
-metadata: {name: state-restored, namespace: mongo}
+metadata: {name: state-restored}
 spec:
   storageClassName: carve-nfs-csi
   accessModes: [ReadWriteOnce]
@@ -109,7 +107,7 @@ spec:
 		t.Fatal(err)
 	}
 	t0 = time.Now()
-	if _, err := c.Kubectl(ctx, "apply", "-f", manifests); err != nil {
+	if _, err := c.Kubectl(ctx, "-n", ns, "apply", "-f", manifests); err != nil {
 		t.Fatal(err)
 	}
 	r := &ferretSTS{t: t, c: c, ns: ns, name: "ferret-restored", dataSource: &v1.TypedLocalObjectReference{
@@ -160,7 +158,7 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = cl.Disconnect(context.Background()) }()
+	defer closeClient(cl)
 	coll := cl.Database("shop").Collection("orders")
 	var got int64
 	for i := 0; i < 20; i++ {
@@ -191,7 +189,7 @@ spec:
 
 	// The source replica is untouched by the restores: still 150.
 	f.count(ctx, 150)
-	t.Logf("snapshot and restores, from carve deployed to the end: %s", time.Since(start).Round(time.Second))
+	t.Logf("BackupRestore, snapshot-controller rollout included: %s", time.Since(start).Round(time.Second))
 }
 
 // treeSize counts the regular files under dir and their bytes.
