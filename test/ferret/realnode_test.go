@@ -37,18 +37,30 @@ import (
 // no mongod binary here. There is no kube-proxy on the real node, so the
 // test reaches the pod at its IP (the pod network is local to this host)
 // rather than through the Service.
+//
+// BackupRestore (issue 14) snapshots a replica's claim and restores it
+// (backupRestore). Both run on one cluster and real node: starting and
+// stopping them took 1.5 to 3.5 minutes on the loaded test machine, the
+// stories under a minute each.
 func TestFerretRealNode(t *testing.T) {
 	repo, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _, share := scenario.StartRealCSI(t, repo, cluster.RealNodeOptions{})
+	c, n, share := scenario.StartRealCSI(t, repo, cluster.RealNodeOptions{})
+	t.Run("StatefulSet", func(t *testing.T) { statefulSet(t, c, share) })
+	t.Run("BackupRestore", func(t *testing.T) { backupRestore(t, c, n, repo, share) })
+}
+
+// statefulSet is the StatefulSet story of TestFerretRealNode, in namespace
+// mongo.
+func statefulSet(t *testing.T, c *cluster.Cluster, share string) {
 	ctx := t.Context()
 	const ns = "mongo"
 	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	f := &ferretSTS{t: t, c: c, ns: ns}
+	f := &ferretSTS{t: t, c: c, ns: ns, name: "ferret"}
 	if err := f.create(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -95,10 +107,16 @@ func TestFerretRealNode(t *testing.T) {
 	}
 }
 
+// ferretSTS is a one-container FerretDB StatefulSet whose /state is a
+// carve claim from the claim template "state" (claims state-<name>-N).
 type ferretSTS struct {
-	t  *testing.T
-	c  *cluster.Cluster
-	ns string
+	t    *testing.T
+	c    *cluster.Cluster
+	ns   string
+	name string
+	// dataSource, when set, is the claim template's: each new claim is
+	// restored from it (a VolumeSnapshot) instead of starting empty.
+	dataSource *v1.TypedLocalObjectReference
 }
 
 func (f *ferretSTS) poll(ctx context.Context, what string, cond func(context.Context) (bool, error)) {
@@ -108,42 +126,50 @@ func (f *ferretSTS) poll(ctx context.Context, what string, cond func(context.Con
 	}
 }
 
+func (f *ferretSTS) labels() map[string]string { return map[string]string{"app": f.name} }
+
+// template is the FerretDB pod of the StatefulSet, /state from the claim
+// template "state".
+func (f *ferretSTS) template() v1.PodTemplateSpec {
+	return v1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: f.labels()},
+		Spec: v1.PodSpec{
+			TerminationGracePeriodSeconds: ptr.To(int64(10)),
+			SecurityContext: &v1.PodSecurityContext{
+				RunAsUser: ptr.To(int64(65532)), RunAsGroup: ptr.To(int64(65532)), FSGroup: ptr.To(int64(65532)),
+				FSGroupChangePolicy: ptr.To(v1.FSGroupChangeOnRootMismatch),
+			},
+			Containers: []v1.Container{{
+				Name:            "ferretdb",
+				Image:           "ghcr.io/carve-csi/ferretdb:v1.24.0",
+				ImagePullPolicy: v1.PullIfNotPresent,
+				Args:            []string{"--listen-addr=:27017", "--state-dir=/state/db", "--log-level=warn"},
+				Ports:           []v1.ContainerPort{{Name: "mongo", ContainerPort: 27017}},
+				ReadinessProbe: &v1.Probe{
+					ProbeHandler:  v1.ProbeHandler{TCPSocket: &v1.TCPSocketAction{Port: intstr.FromInt32(27017)}},
+					PeriodSeconds: 1,
+				},
+				VolumeMounts: []v1.VolumeMount{{Name: "state", MountPath: "/state"}},
+			}},
+		},
+	}
+}
+
 func (f *ferretSTS) create(ctx context.Context, replicas int32) error {
-	labels := map[string]string{"app": "ferret"}
 	sts := &appsv1.StatefulSet{
-		ObjectMeta: metav1.ObjectMeta{Name: "ferret", Namespace: f.ns},
+		ObjectMeta: metav1.ObjectMeta{Name: f.name, Namespace: f.ns},
 		Spec: appsv1.StatefulSetSpec{
 			Replicas:    ptr.To(replicas),
-			ServiceName: "ferret",
-			Selector:    &metav1.LabelSelector{MatchLabels: labels},
-			Template: v1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: v1.PodSpec{
-					TerminationGracePeriodSeconds: ptr.To(int64(10)),
-					SecurityContext: &v1.PodSecurityContext{
-						RunAsUser: ptr.To(int64(65532)), RunAsGroup: ptr.To(int64(65532)), FSGroup: ptr.To(int64(65532)),
-						FSGroupChangePolicy: ptr.To(v1.FSGroupChangeOnRootMismatch),
-					},
-					Containers: []v1.Container{{
-						Name:            "ferretdb",
-						Image:           "ghcr.io/carve-csi/ferretdb:v1.24.0",
-						ImagePullPolicy: v1.PullIfNotPresent,
-						Args:            []string{"--listen-addr=:27017", "--state-dir=/state/db", "--log-level=warn"},
-						Ports:           []v1.ContainerPort{{Name: "mongo", ContainerPort: 27017}},
-						ReadinessProbe: &v1.Probe{
-							ProbeHandler:  v1.ProbeHandler{TCPSocket: &v1.TCPSocketAction{Port: intstr.FromInt32(27017)}},
-							PeriodSeconds: 1,
-						},
-						VolumeMounts: []v1.VolumeMount{{Name: "state", MountPath: "/state"}},
-					}},
-				},
-			},
+			ServiceName: f.name,
+			Selector:    &metav1.LabelSelector{MatchLabels: f.labels()},
+			Template:    f.template(),
 			VolumeClaimTemplates: []v1.PersistentVolumeClaim{{
 				ObjectMeta: metav1.ObjectMeta{Name: "state"},
 				Spec: v1.PersistentVolumeClaimSpec{
 					AccessModes:      []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce},
 					StorageClassName: ptr.To("carve-nfs-csi"),
 					Resources:        v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse("64Mi")}},
+					DataSource:       f.dataSource,
 				},
 			}},
 		},
@@ -154,17 +180,17 @@ func (f *ferretSTS) create(ctx context.Context, replicas int32) error {
 
 func (f *ferretSTS) scale(ctx context.Context, n int32) {
 	f.t.Helper()
-	s, err := f.c.Client.AppsV1().StatefulSets(f.ns).GetScale(ctx, "ferret", metav1.GetOptions{})
+	s, err := f.c.Client.AppsV1().StatefulSets(f.ns).GetScale(ctx, f.name, metav1.GetOptions{})
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	s.Spec.Replicas = n
-	if _, err := f.c.Client.AppsV1().StatefulSets(f.ns).UpdateScale(ctx, "ferret", s, metav1.UpdateOptions{}); err != nil {
+	if _, err := f.c.Client.AppsV1().StatefulSets(f.ns).UpdateScale(ctx, f.name, s, metav1.UpdateOptions{}); err != nil {
 		f.t.Fatal(err)
 	}
 	if n == 0 {
 		f.poll(ctx, "scale to 0", func(ctx context.Context) (bool, error) {
-			pods, err := f.c.Client.CoreV1().Pods(f.ns).List(ctx, metav1.ListOptions{})
+			pods, err := f.c.Client.CoreV1().Pods(f.ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + f.name})
 			return err == nil && len(pods.Items) == 0, nil
 		})
 	}
@@ -182,12 +208,12 @@ func ready(p *v1.Pod) bool {
 	return false
 }
 
-// pod waits for ferret-0 Ready and returns it.
+// pod waits for replica 0 (<name>-0) Ready and returns it.
 func (f *ferretSTS) pod(ctx context.Context) *v1.Pod {
 	f.t.Helper()
 	var pod *v1.Pod
-	f.poll(ctx, "ferret-0 Ready", func(ctx context.Context) (bool, error) {
-		p, err := f.c.Client.CoreV1().Pods(f.ns).Get(ctx, "ferret-0", metav1.GetOptions{})
+	f.poll(ctx, f.name+"-0 Ready", func(ctx context.Context) (bool, error) {
+		p, err := f.c.Client.CoreV1().Pods(f.ns).Get(ctx, f.name+"-0", metav1.GetOptions{})
 		if err != nil {
 			return false, nil
 		}
@@ -199,8 +225,8 @@ func (f *ferretSTS) pod(ctx context.Context) *v1.Pod {
 
 func (f *ferretSTS) waitNewPod(ctx context.Context, oldUID any) {
 	f.t.Helper()
-	f.poll(ctx, "a new ferret-0 Ready", func(ctx context.Context) (bool, error) {
-		p, err := f.c.Client.CoreV1().Pods(f.ns).Get(ctx, "ferret-0", metav1.GetOptions{})
+	f.poll(ctx, "a new "+f.name+"-0 Ready", func(ctx context.Context) (bool, error) {
+		p, err := f.c.Client.CoreV1().Pods(f.ns).Get(ctx, f.name+"-0", metav1.GetOptions{})
 		if err != nil {
 			return false, nil
 		}
@@ -219,13 +245,23 @@ func (f *ferretSTS) client(ctx context.Context) *mongo.Client {
 	if err != nil {
 		f.t.Fatalf("connect %s: %v", uri, err)
 	}
-	f.t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
 	return cl
+}
+
+// closeClient closes a client while its pod still runs: Disconnect ends the
+// client's sessions on the server, and for a pod that is gone it would wait
+// the whole serverSelectionTimeout (20 s per client, minutes per test).
+func closeClient(cl *mongo.Client) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = cl.Disconnect(ctx)
 }
 
 func (f *ferretSTS) insert(ctx context.Context, from, count int) {
 	f.t.Helper()
-	coll := f.client(ctx).Database("shop").Collection("orders")
+	cl := f.client(ctx)
+	defer closeClient(cl)
+	coll := cl.Database("shop").Collection("orders")
 	docs := make([]any, 0, count)
 	for i := from; i < from+count; i++ {
 		docs = append(docs, bson.D{{Key: "_id", Value: i}, {Key: "item", Value: fmt.Sprintf("item-%d", i)}})
@@ -237,7 +273,9 @@ func (f *ferretSTS) insert(ctx context.Context, from, count int) {
 
 func (f *ferretSTS) count(ctx context.Context, want int64) {
 	f.t.Helper()
-	coll := f.client(ctx).Database("shop").Collection("orders")
+	cl := f.client(ctx)
+	defer closeClient(cl)
+	coll := cl.Database("shop").Collection("orders")
 	var got int64
 	var err error
 	for i := 0; i < 20; i++ {
