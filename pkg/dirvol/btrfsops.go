@@ -46,9 +46,13 @@ func (localBtrfs) setLimit(_ context.Context, fd int, _ []string, bytes int64) (
 	return true, setQgroupLimit(fd, bytes)
 }
 
-func (localBtrfs) isSubvolume(_ context.Context, fd int, _ []string) (bool, error) { return isSubvolume(fd) }
+func (localBtrfs) isSubvolume(_ context.Context, fd int, _ []string) (bool, error) {
+	return isSubvolume(fd)
+}
 
-func (localBtrfs) quota(_ context.Context, fd int, _ []string) (*Quota, error) { return SubvolumeQuota(fd) }
+func (localBtrfs) quota(_ context.Context, fd int, _ []string) (*Quota, error) {
+	return SubvolumeQuota(fd)
+}
 
 func (localBtrfs) remove(_ context.Context, parent int, _ []string, name string) error {
 	return removeAllAt(parent, name)
