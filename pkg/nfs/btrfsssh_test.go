@@ -357,6 +357,9 @@ func TestBtrfsOverSSH(t *testing.T) {
 
 	// The core's policy holds with the helper doing every btrfs call.
 	t.Run("Conformance", func(t *testing.T) {
+		if testing.Short() {
+			t.Skip("-short: every ssh call costs a process start on both ends; 14 cases")
+		}
 		volumetest.Run(t, func(t *testing.T) volumetest.Env {
 			return sshEnv(t, srv, helper, mkExport(t, loopfs.Btrfs(t, 512<<20)))
 		})
