@@ -4,10 +4,13 @@
 # the real node of `make e2e` containerd, runc and the CNI plugins, busybox for
 # its test image, and mmdebstrap for the images' Debian base (`make images`);
 # btrfs-progs and xfsprogs for the loop filesystems of the btrfs layout's and
-# the reflink copies' tests (internal/testenv/loopfs).
+# the reflink copies' tests (internal/testenv/loopfs); openssh-server and bindfs
+# for the btrfs layout over ssh (a real sshd on 127.0.0.1, carve's view of the
+# share through FUSE: internal/testenv/sshd, pkg/nfs).
 set -euo pipefail
 pkgs=(nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils glusterfs-server glusterfs-client
-  containerd runc containernetworking-plugins busybox-static mmdebstrap btrfs-progs xfsprogs)
+  containerd runc containernetworking-plugins busybox-static mmdebstrap btrfs-progs xfsprogs
+  openssh-server bindfs)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 	mount "k8s.io/mount-utils"
@@ -145,7 +147,12 @@ func New(cfg Config, mounter mount.Interface) (*Driver, error) {
 	// entries (SERVER:SHARE, or SERVER:VOLUME for Gluster), else on-demand
 	// mounts under --mounts-dir. The node mounts what backend.MountSpec
 	// returns, or bind-mounts from a mapped share.
-	d.svc = volume.New(volume.Options{Referrers: cfg.Referrers}, nfs.New(resolver),
+	nfsOpts := nfs.Options{}
+	if cfg.KubeClient != nil {
+		// btrfsExecutor ssh: the key is in a Secret the class names.
+		nfsOpts.SecretData = secretData(cfg.KubeClient)
+	}
+	d.svc = volume.New(volume.Options{Referrers: cfg.Referrers}, nfs.NewWithOptions(resolver, nfsOpts),
 		gluster.New(gluster.Options{Resolver: resolver}))
 	d.identity = &IdentityServer{d: d}
 	if cfg.Mode.Controller() {
@@ -242,4 +249,19 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	return d.Serve(ctx)
+}
+
+// secretData reads a Secret a StorageClass names for an executor.
+func secretData(client kubernetes.Interface) func(ctx context.Context, namespace, name string) (map[string][]byte, error) {
+	return func(ctx context.Context, namespace, name string) (map[string][]byte, error) {
+		s, err := client.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
+			// A retry will not help until someone fixes the Secret or RBAC.
+			return nil, fmt.Errorf("%w: %w", backend.ErrInvalid, err)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return s.Data, nil
+	}
 }

@@ -1,6 +1,7 @@
 package dirvol
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -336,7 +337,7 @@ func (s *Share) CheckLayout(layout string) error {
 		return err
 	}
 	defer unix.Close(root)
-	return s.checkBtrfsLayout(root)
+	return s.btrfs().check(context.Background(), root)
 }
 
 // SetLimit raises (or sets) the size limit of a volume that is a btrfs
@@ -348,13 +349,11 @@ func (s *Share) SetLimit(dir []string, bytes int64) (enforced bool, err error) {
 	}
 	defer unix.Close(root)
 	defer unix.Close(fd)
-	if ok, err := isSubvolume(fd); err != nil || !ok {
-		return false, err
-	}
-	if err := setQgroupLimit(fd, bytes); err != nil {
+	enforced, err = s.btrfs().setLimit(context.Background(), fd, dir, bytes)
+	if err != nil {
 		return false, fmt.Errorf("%s on %s: %w", strings.Join(dir, "/"), s.root, err)
 	}
-	return true, nil
+	return enforced, nil
 }
 
 // Quota reads the qgroup of a volume that is a btrfs subvolume (nil for a
@@ -366,5 +365,5 @@ func (s *Share) Quota(dir []string) (*Quota, error) {
 	}
 	defer unix.Close(root)
 	defer unix.Close(fd)
-	return SubvolumeQuota(fd)
+	return s.btrfs().quota(context.Background(), fd, dir)
 }

@@ -114,6 +114,8 @@ type Share struct {
 
 	idMu sync.Mutex
 	seen seen // the share identity verified last (identity.go)
+
+	helper helperSlot // the btrfs helper on the server, if any (btrfsops.go)
 }
 
 // Open returns the engine of the share at root: one per root in a process,
@@ -224,8 +226,9 @@ func (s *Share) create(ctx context.Context, dir []string, own Owner, meta Meta, 
 	}
 	defer unix.Close(root)
 	btrfs := meta.Layout == params.LayoutBtrfs
+	ops := s.btrfs()
 	if btrfs {
-		if err := s.checkBtrfsLayout(root); err != nil {
+		if err := ops.check(ctx, root); err != nil {
 			return false, err
 		}
 	}
@@ -262,28 +265,28 @@ func (s *Share) create(ctx context.Context, dir []string, own Owner, meta Meta, 
 		// Its errors say themselves what they are (a source gone, ...).
 		err = mk(root, parent, name)
 	case btrfs:
-		err = permanent(createSubvolume(parent, name))
+		err = permanent(ops.createSubvolume(ctx, parent, dir[:len(dir)-1], name))
 	default:
 		err = permanent(unix.Mkdirat(parent, name, 0))
 	}
+	discard := func() {
+		if err := s.removeAt(ctx, parent, dir[:len(dir)-1], name); err != nil {
+			klog.FromContext(ctx).Error(err, "Removing an unfinished volume directory failed; Purge retries", "share", s.root, "tmp", name)
+		}
+	}
 	if err != nil {
-		_ = removeAllAt(parent, name)
+		discard()
 		return false, fmt.Errorf("make %s in %s: %w", name, strings.Join(dir[:len(dir)-1], "/"), err)
 	}
 	fd, err := openDirAt(parent, name)
 	if err != nil {
-		_ = removeAllAt(parent, name)
+		discard()
 		return false, err
 	}
-	discard := func() {
-		if err := removeAllAt(parent, name); err != nil {
-			klog.FromContext(ctx).Error(err, "Removing an unfinished volume directory failed; Purge retries", "share", s.root, "tmp", name)
-		}
-	}
-	if btrfs {
+	if btrfs && meta.CapacityBytes > 0 {
 		// Limited before it gets its name: the volume is never usable
 		// without its size.
-		if err := setQgroupLimit(fd, meta.CapacityBytes); err != nil {
+		if _, err := ops.setLimit(ctx, fd, append(append([]string(nil), dir[:len(dir)-1]...), name), meta.CapacityBytes); err != nil {
 			unix.Close(fd)
 			discard()
 			return false, fmt.Errorf("%s on %s: %w", strings.Join(dir, "/"), s.root, err)
@@ -485,7 +488,7 @@ func (s *Share) Purge(ctx context.Context) error {
 					continue
 				}
 				if c, ok := readMarker(fd, n); ok {
-					if err := finishMarker(root, fd, n, c); err != nil {
+					if err := s.finishMarker(ctx, root, fd, n, c); err != nil {
 						errs = append(errs, fmt.Errorf("purge unfinished creation of %s: %w", c.Dir, err))
 						continue
 					}
@@ -493,7 +496,7 @@ func (s *Share) Purge(ctx context.Context) error {
 					continue
 				}
 			}
-			if err := removeAllAt(fd, n); err != nil {
+			if err := s.removeAt(ctx, fd, []string{d}, n); err != nil {
 				errs = append(errs, fmt.Errorf("purge %s/%s: %w", d, n, err))
 				continue
 			}
@@ -501,7 +504,7 @@ func (s *Share) Purge(ctx context.Context) error {
 		}
 		unix.Close(fd)
 	}
-	if err := purgeSnapshotTemps(ctx, root); err != nil {
+	if err := s.purgeSnapshotTemps(ctx, root); err != nil {
 		errs = append(errs, fmt.Errorf("purge unfinished snapshots: %w", err))
 	}
 	return errors.Join(errs...)

@@ -1,6 +1,7 @@
 package dirvol
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -121,13 +122,15 @@ func readMarker(tmpfd int, name string) (c creation, ok bool) {
 // finishMarker removes what a creation that never completed left in the
 // volume's parent (only an empty directory under carve's temporary name:
 // nothing was ever handed out from it), then the marker itself.
-func finishMarker(root, tmpfd int, name string, c creation) error {
+func (s *Share) finishMarker(ctx context.Context, root, tmpfd int, name string, c creation) error {
 	dir := strings.Split(c.Dir, "/")
 	if checkDir(dir) == nil {
 		parent, err := resolve(root, dir[:len(dir)-1])
 		if err == nil {
-			if c.Fill {
-				err = removeAllAt(parent, c.Tmp)
+			if c.Fill || s.helper.Load() != nil {
+				// Filled, or (btrfs helper) perhaps a subvolume, which
+				// over NFS only the server can remove.
+				err = s.removeAt(ctx, parent, dir[:len(dir)-1], c.Tmp)
 			} else {
 				err = unix.Unlinkat(parent, c.Tmp, unix.AT_REMOVEDIR)
 			}

@@ -120,7 +120,7 @@ func (s *Share) CreateSnapshot(ctx context.Context, src []string, rec SnapshotRe
 	ok := false
 	defer func() {
 		if !ok {
-			if err := removeAllAt(area, tmp); err != nil {
+			if err := s.removeAt(ctx, area, []string{snapDir}, tmp); err != nil {
 				klog.FromContext(ctx).Error(err, "Removing an unfinished snapshot failed; Purge retries", "share", s.root, "tmp", tmp)
 			}
 		}
@@ -131,7 +131,8 @@ func (s *Share) CreateSnapshot(ctx context.Context, src []string, rec SnapshotRe
 	}
 	defer unix.Close(tfd)
 	rec.SourceDir = strings.Join(src, "/")
-	subvol, err := isSubvolume(sfd)
+	ops := s.btrfs()
+	subvol, err := ops.isSubvolume(ctx, sfd, src)
 	if err != nil {
 		return nil, false, err
 	}
@@ -139,7 +140,7 @@ func (s *Share) CreateSnapshot(ctx context.Context, src []string, rec SnapshotRe
 		// The btrfs layout: a read-only snapshot of the volume's subvolume,
 		// instant whatever its size, shares every extent with it.
 		start := time.Now()
-		if err := snapshotSubvolume(sfd, tfd, snapData, true); err != nil {
+		if err := ops.snapshot(ctx, sfd, src, tfd, []string{snapDir, tmp}, snapData, true); err != nil {
 			return nil, false, fmt.Errorf("snapshot %s as %s: %w", rec.SourceDir, rec.Entry, err)
 		}
 		rec.Stats = CopyStats{Subvolume: true, Elapsed: time.Since(start)}
@@ -323,7 +324,7 @@ func (s *Share) createCopy(ctx context.Context, dir []string, own Owner, meta Me
 		}
 		return nil
 	}
-	if meta.Layout == params.LayoutBtrfs && s.subvolume(src) {
+	if meta.Layout == params.LayoutBtrfs && s.subvolume(ctx, src) {
 		// A subvolume source becomes a writable snapshot: instant, sharing
 		// every extent until either side writes. Any other source is
 		// copied into a new subvolume (fill).
@@ -337,7 +338,7 @@ func (s *Share) createCopy(ctx context.Context, dir []string, own Owner, meta Me
 				return err
 			}
 			defer unix.Close(sfd)
-			if err := snapshotSubvolume(sfd, parent, name, false); err != nil {
+			if err := s.btrfs().snapshot(ctx, sfd, src, parent, dir[:len(dir)-1], name, false); err != nil {
 				return fmt.Errorf("%s: %w", what, err)
 			}
 			stats = CopyStats{Subvolume: true, Elapsed: time.Since(start)}
@@ -351,7 +352,7 @@ func (s *Share) createCopy(ctx context.Context, dir []string, own Owner, meta Me
 }
 
 // purgeSnapshotTemps removes snapshots a crash left half taken.
-func purgeSnapshotTemps(ctx context.Context, root int) error {
+func (s *Share) purgeSnapshotTemps(ctx context.Context, root int) error {
 	area, err := openAreaAt(root, snapDir)
 	if err != nil || area < 0 {
 		return err
@@ -370,7 +371,7 @@ func purgeSnapshotTemps(ctx context.Context, root int) error {
 		if unix.Fstatat(area, n, &st, unix.AT_SYMLINK_NOFOLLOW) != nil || time.Since(time.Unix(st.Mtim.Unix())) < snapStale {
 			continue
 		}
-		if err := removeAllAt(area, n); err != nil {
+		if err := s.removeAt(ctx, area, []string{snapDir}, n); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -428,7 +429,7 @@ func Opened() []*Share {
 // subvolume reports whether dir (below the root; a volume or carve's
 // snapshot data, already checked by the caller) is a btrfs subvolume; any
 // failure to tell is "no" (the caller then copies, which checks again).
-func (s *Share) subvolume(dir []string) bool {
+func (s *Share) subvolume(ctx context.Context, dir []string) bool {
 	root, err := s.openRoot(false)
 	if err != nil {
 		return false
@@ -439,6 +440,6 @@ func (s *Share) subvolume(dir []string) bool {
 		return false
 	}
 	defer unix.Close(fd)
-	ok, _ := isSubvolume(fd)
+	ok, _ := s.btrfs().isSubvolume(ctx, fd, dir)
 	return ok
 }

@@ -1,14 +1,11 @@
 package gluster
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -17,6 +14,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/carve-csi/carve/pkg/backend"
+	"github.com/carve-csi/carve/pkg/sshexec"
 )
 
 // ErrCommand marks a failure the gluster CLI reported that carve has no
@@ -40,50 +38,12 @@ type HostRunner interface {
 	RunOn(ctx context.Context, host string, argv []string) ([]byte, error)
 }
 
-// RunError is a command that could not run or exited non-zero.
-type RunError struct {
-	Command  string // what ran, for messages
-	ExitCode int    // -1 when the command did not start or was killed
-	Stderr   string
-	// Unreachable: the pool could not be reached at all (ssh failed, no
-	// glusterd socket), as opposed to the CLI failing.
-	Unreachable bool
-	Err         error
-}
+// RunError is a command that could not run or exited non-zero
+// (Unreachable: the pool could not be reached at all).
+type RunError = sshexec.RunError
 
-func (e *RunError) Error() string {
-	msg := e.Stderr
-	if msg == "" && e.Err != nil {
-		msg = e.Err.Error()
-	}
-	return fmt.Sprintf("%s: exit %d: %s", e.Command, e.ExitCode, msg)
-}
-
-func (e *RunError) Unwrap() error { return e.Err }
-
-// run executes argv and fills a RunError on failure.
 func run(ctx context.Context, argv []string, describe string) ([]byte, error) {
-	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	// The CLI may leave helpers holding the pipes; don't wait for them.
-	cmd.WaitDelay = 5 * time.Second
-	err := cmd.Run()
-	if err == nil || errors.Is(err, exec.ErrWaitDelay) {
-		return stdout.Bytes(), nil
-	}
-	re := &RunError{Command: describe, ExitCode: -1, Stderr: strings.TrimSpace(stderr.String()), Err: err}
-	var ee *exec.ExitError
-	switch {
-	case ctx.Err() != nil:
-		re.Err = fmt.Errorf("%w (%w)", err, ctx.Err())
-		re.Unreachable = true
-	case errors.As(err, &ee):
-		re.ExitCode = ee.ExitCode()
-	case errors.Is(err, exec.ErrNotFound):
-		re.Unreachable = true
-	}
-	return stdout.Bytes(), re
+	return sshexec.Run(ctx, argv, describe)
 }
 
 // LocalExecutor runs the gluster CLI on this host, talking to glusterd
@@ -152,79 +112,32 @@ func (e *LocalExecutor) String() string { return "glusterd on this host" }
 
 // SSHExecutor runs the gluster CLI on pool members over ssh, trying Hosts in
 // order until one answers.
-type SSHExecutor struct {
-	Hosts []string
-	User  string
-	// KeyFile is the private key; KnownHostsFile holds host keys.
-	KeyFile        string
-	KnownHostsFile string
-	// StrictHostKeys refuses hosts missing from KnownHostsFile (the Secret
-	// pinned them); otherwise new hosts are accepted on first use and
-	// remembered.
-	StrictHostKeys bool
-	// Command is the ssh binary; "" means "ssh" from PATH.
-	Command string
-}
+type SSHExecutor struct{ *sshexec.Executor }
 
 // SSHCredentials are what an executor Secret holds.
-type SSHCredentials struct {
-	User       string
-	PrivateKey []byte
-	KnownHosts []byte // optional
-}
+type SSHCredentials = sshexec.Credentials
 
-// Secret keys read by SSHCredentialsFromSecret. ssh-privatekey is the key of
-// Kubernetes' kubernetes.io/ssh-auth Secret type.
+// Secret keys read by SSHCredentialsFromSecret.
 const (
-	SecretKeyUser       = "username"
-	SecretKeyPrivateKey = "ssh-privatekey"
-	SecretKeyKnownHosts = "known_hosts"
+	SecretKeyUser       = sshexec.SecretKeyUser
+	SecretKeyPrivateKey = sshexec.SecretKeyPrivateKey
+	SecretKeyKnownHosts = sshexec.SecretKeyKnownHosts
 )
 
 // SSHCredentialsFromSecret reads a Secret's data: ssh-privatekey (required),
 // username (default root) and known_hosts (optional).
 func SSHCredentialsFromSecret(data map[string][]byte) (SSHCredentials, error) {
-	c := SSHCredentials{User: strings.TrimSpace(string(data[SecretKeyUser])), PrivateKey: data[SecretKeyPrivateKey],
-		KnownHosts: data[SecretKeyKnownHosts]}
-	if c.User == "" {
-		c.User = "root"
-	}
-	if len(bytes.TrimSpace(c.PrivateKey)) == 0 {
-		return c, fmt.Errorf("%w: the executor Secret has no %q key (an SSH private key)", backend.ErrInvalid, SecretKeyPrivateKey)
-	}
-	for _, r := range c.User {
-		if !(r == '-' || r == '_' || r == '.' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')) {
-			return c, fmt.Errorf("%w: the executor Secret's %s %q is not a valid user name", backend.ErrInvalid, SecretKeyUser, c.User)
-		}
-	}
-	return c, nil
+	return sshexec.CredentialsFromSecret(data)
 }
 
 // NewSSHExecutor writes the key (and known_hosts) into dir, private to
 // this process, and returns an executor for hosts.
 func NewSSHExecutor(hosts []string, cred SSHCredentials, dir string) (*SSHExecutor, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("ssh executor state dir: %w", err)
+	e, err := sshexec.New(hosts, cred, dir)
+	if err != nil {
+		return nil, err
 	}
-	key := cred.PrivateKey
-	if !bytes.HasSuffix(key, []byte("\n")) {
-		key = append(append([]byte(nil), key...), '\n') // ssh rejects a key without a final newline
-	}
-	e := &SSHExecutor{Hosts: hosts, User: cred.User, KeyFile: filepath.Join(dir, "id"), KnownHostsFile: filepath.Join(dir, "known_hosts")}
-	if err := os.WriteFile(e.KeyFile, key, 0o600); err != nil {
-		return nil, fmt.Errorf("write ssh key: %w", err)
-	}
-	if len(bytes.TrimSpace(cred.KnownHosts)) > 0 {
-		e.StrictHostKeys = true
-		if err := os.WriteFile(e.KnownHostsFile, cred.KnownHosts, 0o600); err != nil {
-			return nil, fmt.Errorf("write known_hosts: %w", err)
-		}
-	} else if f, err := os.OpenFile(e.KnownHostsFile, os.O_CREATE|os.O_WRONLY, 0o600); err == nil {
-		f.Close() // keep keys learnt earlier: an executor is rebuilt every few minutes
-	} else {
-		return nil, fmt.Errorf("create known_hosts: %w", err)
-	}
-	return e, nil
+	return &SSHExecutor{e}, nil
 }
 
 // Run implements Executor: `gluster ARGS` on the first host that answers.
@@ -241,48 +154,6 @@ func (e *SSHExecutor) Run(ctx context.Context, args []string) ([]byte, error) {
 		return out, err
 	}
 	return nil, &RunError{Command: "ssh gluster " + strings.Join(args, " "), ExitCode: -1, Unreachable: true, Err: errors.Join(errs...)}
-}
-
-// RunOn implements HostRunner. Non-root users run the command with sudo -n.
-func (e *SSHExecutor) RunOn(ctx context.Context, host string, argv []string) ([]byte, error) {
-	bin := e.Command
-	if bin == "" {
-		bin = "ssh"
-	}
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	remote := make([]string, 0, len(argv)+2)
-	if e.User != "root" {
-		remote = append(remote, "sudo", "-n", "--")
-	}
-	for _, a := range argv {
-		remote = append(remote, shellQuote(a))
-	}
-	strict := "accept-new"
-	if e.StrictHostKeys {
-		strict = "yes"
-	}
-	cmd := []string{bin, "-i", e.KeyFile,
-		"-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10",
-		"-o", "StrictHostKeyChecking=" + strict, "-o", "UserKnownHostsFile=" + e.KnownHostsFile,
-		// "--" before the host: ssh reads options until then, and after
-		// the host again unless options were ended.
-		"-l", e.User, "--", host, strings.Join(remote, " ")}
-	out, err := run(ctx, cmd, fmt.Sprintf("ssh %s@%s %s", e.User, host, strings.Join(argv, " ")))
-	var re *RunError
-	if errors.As(err, &re) && re.ExitCode == 255 {
-		re.Unreachable = true // ssh's own failure (connect, auth, host key)
-	}
-	return out, err
-}
-
-func (e *SSHExecutor) String() string { return "ssh " + e.User + "@" + strings.Join(e.Hosts, ",") }
-
-// shellQuote quotes s for the remote POSIX shell ssh hands the command to.
-func shellQuote(s string) string {
-	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:=,@%+") == "" {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // CLI runs gluster management commands on one trusted pool, one at a time:

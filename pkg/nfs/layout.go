@@ -24,6 +24,7 @@ func (b *Backend) ApplyLimit(ctx context.Context, id volid.ID, cfg *params.Confi
 	if cfg.Layout != params.LayoutBtrfs {
 		return nil, nil
 	}
+	b.rememberBtrfs(cfg)
 	enforced, err := b.setLimit(ctx, id, bytes)
 	if err != nil {
 		return nil, err
@@ -57,6 +58,8 @@ func (b *Backend) setLimit(ctx context.Context, id volid.ID, bytes int64) (bool,
 	}
 	enforced, err := share.SetLimit(id.Dir, bytes)
 	switch {
+	case errors.Is(err, backend.ErrInvalid), errors.Is(err, backend.ErrUnavailable):
+		return false, err
 	case errors.Is(err, dirvol.ErrLayout), errors.Is(err, dirvol.ErrUnsafe):
 		return false, fmt.Errorf("%w: %w", backend.ErrConflict, err)
 	case errors.Is(err, dirvol.ErrNotFound):

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"path"
+	"sync"
 
 	"github.com/carve-csi/carve/pkg/backend"
 	"github.com/carve-csi/carve/pkg/dirvol"
@@ -16,11 +17,29 @@ import (
 // Backend carves directories on NFS exports.
 type Backend struct {
 	resolver *sharemount.Resolver
+	opts     Options
+
+	mu    sync.Mutex
+	btrfs map[string]btrfsSpec // share key → how its btrfs layout is reached (btrfsssh.go)
+}
+
+// Options configure what only some StorageClasses need.
+type Options struct {
+	// SecretData returns a Secret's data, for btrfsExecutor ssh. nil
+	// refuses ssh.
+	SecretData func(ctx context.Context, namespace, name string) (map[string][]byte, error)
+	// StateDir keeps ssh keys and known_hosts; "" is a private temp dir.
+	StateDir string
+	// SSHOptions are extra ssh options ("-o" values, e.g. "Port=2222").
+	SSHOptions []string
 }
 
 // New returns the NFS backend reaching shares through resolver.
-func New(resolver *sharemount.Resolver) *Backend {
-	return &Backend{resolver: resolver}
+func New(resolver *sharemount.Resolver) *Backend { return NewWithOptions(resolver, Options{}) }
+
+// NewWithOptions is New with options.
+func NewWithOptions(resolver *sharemount.Resolver, opts Options) *Backend {
+	return &Backend{resolver: resolver, opts: opts, btrfs: map[string]btrfsSpec{}}
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -28,8 +47,12 @@ var _ backend.Backend = (*Backend)(nil)
 // Kind implements backend.Backend.
 func (b *Backend) Kind() string { return params.BackendNFS }
 
-// Servers implements backend.Backend.
-func (b *Backend) Servers(cfg *params.Config) []string { return []string{cfg.Server} }
+// Servers implements backend.Backend. It also remembers how the class
+// reaches its share's btrfs filesystem (btrfsExecutor).
+func (b *Backend) Servers(cfg *params.Config) []string {
+	b.rememberBtrfs(cfg)
+	return []string{cfg.Server}
+}
 
 // Share implements backend.Backend. The share is resolved on every call, as
 // the Gluster backend does, so an on-demand mount (--mounts-dir) that died is
@@ -45,6 +68,7 @@ func (b *Backend) Share(ctx context.Context, servers []string, share string) (*d
 	if err != nil {
 		return nil, fmt.Errorf("%w: NFS share %s at %s: %w", backend.ErrUnavailable, key, local, err)
 	}
+	b.useBtrfs(key, s)
 	return s, nil
 }
 

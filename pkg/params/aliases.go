@@ -218,7 +218,7 @@ func sameMeaning(key, a, b string) bool {
 		x, errA := strconv.Atoi(a)
 		y, errB := strconv.Atoi(b)
 		return errA == nil && errB == nil && x == y
-	case Backend, OnDelete, VolumeType, GlusterQuota, GlusterExecutor:
+	case Backend, OnDelete, VolumeType, GlusterQuota, GlusterExecutor, BtrfsExecutor:
 		return strings.EqualFold(a, b)
 	}
 	return a == b

@@ -35,3 +35,44 @@ func TestParseLayout(t *testing.T) {
 		}
 	}
 }
+
+func TestParseBtrfsExecutor(t *testing.T) {
+	c, err := Parse(nfsParams("layout", "btrfs"))
+	if err != nil || c.Btrfs == nil || c.Btrfs.Executor != ExecutorLocal {
+		t.Fatalf("default btrfs executor: %+v %v, want local", c, err)
+	}
+	c, err = Parse(nfsParams("layout", "btrfs", "btrfsExecutor", "SSH", "btrfsExecutorSecretName", "k",
+		"btrfsExecutorSecretNamespace", "carve", "btrfsHelper", "/usr/local/sbin/carve-btrfs"))
+	if err != nil || *c.Btrfs != (BtrfsConfig{Executor: ExecutorSSH, ExecutorSecretName: "k", ExecutorSecretNamespace: "carve",
+		Helper: "/usr/local/sbin/carve-btrfs"}) {
+		t.Fatalf("btrfs executor ssh: %+v %v", c, err)
+	}
+	if c, err := Parse(nfsParams("layout", "btrfs", "btrfsexecutor", "ssh", "btrfsExecutorSecretName", "k",
+		"btrfsExecutorSecretNamespace", "carve")); err != nil || c.Btrfs.Helper != DefaultBtrfsHelperPath {
+		t.Fatalf("default helper: %+v %v", c, err)
+	}
+	if c, err := Parse(nfsParams()); err != nil || c.Btrfs != nil {
+		t.Fatalf("directory layout: %+v %v", c, err)
+	}
+	for _, tc := range []struct {
+		in   map[string]string
+		want string
+	}{
+		{nfsParams("btrfsExecutor", "ssh"), "btrfsExecutor applies to backend nfs with layout btrfs only"},
+		{nfsParams("layout", "btrfs", "btrfsExecutor", "rsh"), `btrfsExecutor="rsh": must be local`},
+		{nfsParams("layout", "btrfs", "btrfsExecutor", "ssh"), "btrfsExecutor ssh needs btrfsExecutorSecretName and btrfsExecutorSecretNamespace"},
+		{nfsParams("layout", "btrfs", "btrfsExecutorSecretName", "k", "btrfsExecutorSecretNamespace", "n"), "are used only with btrfsExecutor ssh"},
+		{nfsParams("layout", "btrfs", "btrfsHelper", "/bin/x"), "btrfsHelper is used only with btrfsExecutor ssh"},
+		{nfsParams("layout", "btrfs", "btrfsExecutor", "ssh", "btrfsExecutorSecretName", "k", "btrfsExecutorSecretNamespace", "n",
+			"btrfsHelper", "carve-btrfs; rm -rf /"), `btrfsHelper="carve-btrfs; rm -rf /": may hold only`},
+		{nfsParams("layout", "btrfs", "btrfsExecutor", "ssh", "btrfsExecutorSecretName", "k", "btrfsExecutorSecretNamespace", "n",
+			"btrfsHelper", "bin/../carve-btrfs"), "must be a command name or a clean absolute path"},
+		{map[string]string{"backend": "gluster", "glusterServers": "g1", "glusterVolume": "v", "btrfsExecutor": "ssh"},
+			"btrfsExecutor applies to backend nfs with layout btrfs only"},
+	} {
+		_, err := Parse(tc.in)
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Parse(%v): %v, want %q", tc.in, err, tc.want)
+		}
+	}
+}

@@ -100,6 +100,9 @@ type Config struct {
 
 	// Gluster is the gluster part (backend gluster only, else nil).
 	Gluster *GlusterConfig
+	// Btrfs says how the btrfs layout reaches its filesystem (layout
+	// btrfs only, else nil).
+	Btrfs *BtrfsConfig
 }
 
 // AllocateGID reports whether a GID must be allocated per volume.
@@ -198,6 +201,8 @@ func Parse(raw map[string]string) (*Config, error) {
 			} else {
 				c.GIDMax = n
 			}
+		case BtrfsExecutor, BtrfsExecutorSecret, BtrfsExecutorSecretNS, BtrfsHelper:
+			// Checked once the layout is known (parseBtrfs).
 		default:
 			if isGlusterKey(k) {
 				glusterGiven = append(glusterGiven, k)
@@ -255,6 +260,7 @@ func Parse(raw map[string]string) (*Config, error) {
 		bad(err)
 	} else {
 		c.Layout = l
+		parseBtrfs(c, in, bad)
 	}
 	switch c.VolumeType {
 	case VolumeTypeNFS, VolumeTypeCSI:
@@ -282,8 +288,8 @@ func withNotes(errs []error, notes []string) error {
 	return errors.Join(errs...)
 }
 
-var known = append([]string{Backend, Server, Share, PathPattern, OnDelete, VolumeType, Layout, UID, GID, Mode, GIDMin, GIDMax,
-	RestoreAcrossNamespaces}, glusterKeys...)
+var known = append(append([]string{Backend, Server, Share, PathPattern, OnDelete, VolumeType, Layout, UID, GID, Mode, GIDMin, GIDMax,
+	RestoreAcrossNamespaces}, glusterKeys...), btrfsKeys...)
 
 func parseID(k, v string) (int64, error) {
 	n, err := strconv.ParseInt(v, 10, 64)

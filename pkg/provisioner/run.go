@@ -22,7 +22,6 @@ import (
 
 	"github.com/carve-csi/carve/pkg/httpserve"
 	"github.com/carve-csi/carve/pkg/kubeview"
-	"github.com/carve-csi/carve/pkg/nfs"
 	"github.com/carve-csi/carve/pkg/safemount"
 	"github.com/carve-csi/carve/pkg/sharemount"
 	"github.com/carve-csi/carve/pkg/volume"
@@ -59,7 +58,7 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config) error {
 	if cfg.MountsDir != "" {
 		resolver.Mounter = safemount.New(mount.New(""))
 	}
-	svc := volume.New(volume.Options{Referrers: view, GIDs: view, PurgeContext: ctx}, nfs.New(resolver), newGluster(client, resolver))
+	svc := volume.New(volume.Options{Referrers: view, GIDs: view, PurgeContext: ctx}, newNFS(client, resolver), newGluster(client, resolver))
 
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartStructuredLogging(4)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/carve-csi/carve/pkg/backend"
 	"github.com/carve-csi/carve/pkg/gluster"
+	"github.com/carve-csi/carve/pkg/nfs"
 	"github.com/carve-csi/carve/pkg/sharemount"
 	"github.com/carve-csi/carve/pkg/volid"
 	"github.com/carve-csi/carve/pkg/volume"
@@ -37,19 +38,27 @@ func (p *Provisioner) wholeVolumeEvent(pv *v1.PersistentVolume, id volid.ID, out
 // newGluster is the Gluster backend with executor ssh reading its Secrets
 // through the API server (executor local needs nothing).
 func newGluster(client kubernetes.Interface, resolver *sharemount.Resolver) *gluster.Backend {
-	return gluster.New(gluster.Options{
-		Resolver: resolver,
-		SecretData: func(ctx context.Context, namespace, name string) (map[string][]byte, error) {
-			s, err := client.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
-			if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
-				// The StorageClass names a Secret carve cannot have: a
-				// retry will not help until someone fixes the Secret or RBAC.
-				return nil, fmt.Errorf("%w: %w", backend.ErrInvalid, err)
-			}
-			if err != nil {
-				return nil, err
-			}
-			return s.Data, nil
-		},
-	})
+	return gluster.New(gluster.Options{Resolver: resolver, SecretData: secretData(client)})
+}
+
+// newNFS is the NFS backend with btrfsExecutor ssh reading its Secrets
+// through the API server.
+func newNFS(client kubernetes.Interface, resolver *sharemount.Resolver) *nfs.Backend {
+	return nfs.NewWithOptions(resolver, nfs.Options{SecretData: secretData(client)})
+}
+
+// secretData reads the Secrets executors ssh name.
+func secretData(client kubernetes.Interface) func(ctx context.Context, namespace, name string) (map[string][]byte, error) {
+	return func(ctx context.Context, namespace, name string) (map[string][]byte, error) {
+		s, err := client.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
+			// The StorageClass names a Secret carve cannot have: a
+			// retry will not help until someone fixes the Secret or RBAC.
+			return nil, fmt.Errorf("%w: %w", backend.ErrInvalid, err)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return s.Data, nil
+	}
 }
