@@ -12,8 +12,6 @@ import (
 	"sync"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 	mount "k8s.io/mount-utils"
@@ -21,6 +19,7 @@ import (
 	"github.com/carve-csi/carve/pkg/backend"
 	"github.com/carve-csi/carve/pkg/fusemount"
 	"github.com/carve-csi/carve/pkg/gluster"
+	"github.com/carve-csi/carve/pkg/kubeclient"
 	"github.com/carve-csi/carve/pkg/kubeview"
 	"github.com/carve-csi/carve/pkg/nfs"
 	"github.com/carve-csi/carve/pkg/safemount"
@@ -150,7 +149,10 @@ func New(cfg Config, mounter mount.Interface) (*Driver, error) {
 	nfsOpts := nfs.Options{}
 	if cfg.KubeClient != nil {
 		// btrfsExecutor ssh: the key is in a Secret the class names.
-		nfsOpts.SecretData = secretData(cfg.KubeClient)
+		nfsOpts.SecretData = kubeclient.SecretData(cfg.KubeClient)
+		// After a restart, how a share's btrfs layout is reached comes
+		// from the StorageClasses (expansion and snapshots carry no class).
+		nfsOpts.Classes = kubeclient.ClassParams(cfg.KubeClient, cfg.Name)
 	}
 	d.svc = volume.New(volume.Options{Referrers: cfg.Referrers}, nfs.NewWithOptions(resolver, nfsOpts),
 		gluster.New(gluster.Options{Resolver: resolver}))
@@ -249,19 +251,4 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	return d.Serve(ctx)
-}
-
-// secretData reads a Secret a StorageClass names for an executor.
-func secretData(client kubernetes.Interface) func(ctx context.Context, namespace, name string) (map[string][]byte, error) {
-	return func(ctx context.Context, namespace, name string) (map[string][]byte, error) {
-		s, err := client.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
-			// A retry will not help until someone fixes the Secret or RBAC.
-			return nil, fmt.Errorf("%w: %w", backend.ErrInvalid, err)
-		}
-		if err != nil {
-			return nil, err
-		}
-		return s.Data, nil
-	}
 }

@@ -2,8 +2,11 @@ package dirvol
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync/atomic"
+
+	"golang.org/x/sys/unix"
 )
 
 // btrfsOps are the btrfs calls of the btrfs layout on entries carve has
@@ -96,6 +99,12 @@ func (s *Share) removeAt(ctx context.Context, parent int, parentDir []string, na
 		if err := (remoteBtrfs{s: s, r: b.r}).remove(ctx, parent, parentDir, name); err != nil {
 			return err
 		}
+		// Gone on the server; carve's view may still list it for a moment
+		// and then find it gone while emptying it.
+		if err := removeAllAt(parent, name); err != nil && !errors.Is(err, unix.ENOENT) {
+			return err
+		}
+		return nil
 	}
 	return removeAllAt(parent, name)
 }

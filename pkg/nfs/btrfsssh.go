@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/klog/v2"
+
 	"github.com/carve-csi/carve/pkg/backend"
 	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/pkg/params"
@@ -47,6 +49,46 @@ func (b *Backend) rememberBtrfs(cfg *params.Config) {
 type btrfsSpec struct {
 	cfg    params.BtrfsConfig
 	runner *helperRunner // nil: executor local
+}
+
+// learnAgain bounds how often the StorageClasses are read for a share that
+// none of them gives a btrfsExecutor: most shares have none.
+const learnAgain = time.Minute
+
+// learnBtrfs reads carve's StorageClasses for the one that says how the
+// share key's btrfs layout is reached, when no class seen since the start
+// has: without it, after a restart an expansion would raise no qgroup limit
+// and a snapshot would be a copy, as the share seen through NFS is not
+// btrfs. A class that does not parse is skipped (its claims get their own
+// events); a failed list is logged and tried again with the next call.
+func (b *Backend) learnBtrfs(ctx context.Context, key string) {
+	if b.opts.Classes == nil {
+		return
+	}
+	b.mu.Lock()
+	_, known := b.btrfs[key]
+	last, tried := b.learned[key]
+	if known || (tried && time.Since(last) < learnAgain) {
+		b.mu.Unlock()
+		return
+	}
+	b.learned[key] = time.Now()
+	b.mu.Unlock()
+	classes, err := b.opts.Classes(ctx)
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "Cannot learn how the share's btrfs layout is reached", "share", key)
+		b.mu.Lock()
+		delete(b.learned, key)
+		b.mu.Unlock()
+		return
+	}
+	for _, p := range classes {
+		cfg, err := params.Parse(p)
+		if err != nil || cfg.Backend != params.BackendNFS || cfg.Btrfs == nil || sharemount.Key(cfg.Server, cfg.Share) != key {
+			continue
+		}
+		b.rememberBtrfs(cfg)
+	}
 }
 
 // useBtrfs points the share's btrfs calls at the executor remembered for it.

@@ -238,6 +238,56 @@ func TestBtrfsOverSSH(t *testing.T) {
 		}
 	})
 
+	// A restarted controller has seen no StorageClass yet: calls that carry
+	// only a volume ID learn the share's executor from carve's classes.
+	t.Run("AfterRestart", func(t *testing.T) {
+		_, ctx := ktesting.NewTestContext(t)
+		fs := loopfs.Btrfs(t, 512<<20)
+		export := mkExport(t, fs)
+		env := sshEnv(t, srv, helper, export)
+		first := env.Backend.(*Backend)
+		svc := volume.New(volume.Options{Referrers: &volumetest.FakeCluster{}, GIDs: &volumetest.GIDs{}, PurgeContext: ctx}, first)
+		cfg, err := params.Parse(env.Params)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := svc.Create(ctx, volume.Request{Name: "pvc-1", Namespace: "ns", Claim: "c", Config: cfg, SizeBytes: 8 << 20,
+			Vars: params.Vars{Namespace: "ns", Name: "c", PVName: "pvc-1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		listed := 0
+		opts := first.opts
+		opts.Classes = func(context.Context) ([]map[string]string, error) {
+			listed++
+			other := map[string]string{"backend": "nfs", "server": "127.0.0.1", "share": "/elsewhere", "layout": "btrfs",
+				"btrfsExecutor": "ssh", "btrfsExecutorSecretName": "x", "btrfsExecutorSecretNamespace": "y"}
+			return []map[string]string{{"backend": "nfs", "share": "no server"}, other, env.Params}, nil
+		}
+		restarted := NewWithOptions(first.resolver, opts)
+		svc = volume.New(volume.Options{Referrers: &volumetest.FakeCluster{}, GIDs: &volumetest.GIDs{}, PurgeContext: ctx}, restarted)
+		if got, err := svc.Expand(ctx, res.ID, 24<<20); err != nil || got != 24<<20 {
+			t.Fatalf("Expand after a restart: %d %v", got, err)
+		}
+		if q := quotaAt(t, filepath.Join(export, "ns", "c")); q == nil || q.LimitBytes != 24<<20 {
+			t.Fatalf("quota on the server after Expand after a restart: %+v", q)
+		}
+		snap, err := svc.CreateSnapshot(ctx, "snap-1", res.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !snap.Stats.Subvolume {
+			t.Fatalf("snapshot after a restart: %+v, want a subvolume snapshot", snap.Stats)
+		}
+		if listed != 1 {
+			t.Errorf("StorageClasses listed %d times, want once", listed)
+		}
+		if err := svc.DeleteSnapshot(ctx, snap.ID); err != nil {
+			t.Fatal(err)
+		}
+		svc.WaitPurges()
+	})
+
 	t.Run("SymlinksRefusedOnTheServer", func(t *testing.T) {
 		_, ctx := ktesting.NewTestContext(t)
 		fs := loopfs.Btrfs(t, 256<<20)

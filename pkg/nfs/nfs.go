@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path"
 	"sync"
+	"time"
 
 	"github.com/carve-csi/carve/pkg/backend"
 	"github.com/carve-csi/carve/pkg/dirvol"
@@ -21,6 +22,9 @@ type Backend struct {
 
 	mu    sync.Mutex
 	btrfs map[string]btrfsSpec // share key → how its btrfs layout is reached (btrfsssh.go)
+	// learned: when the StorageClasses were last read for a share key
+	// with no btrfsSpec (btrfsssh.go learnBtrfs).
+	learned map[string]time.Time
 }
 
 // Options configure what only some StorageClasses need.
@@ -32,6 +36,12 @@ type Options struct {
 	StateDir string
 	// SSHOptions are extra ssh options ("-o" values, e.g. "Port=2222").
 	SSHOptions []string
+	// Classes lists the parameters of carve's StorageClasses. After a
+	// restart the backend learns from them how a share's btrfs layout is
+	// reached before a call that carries only a volume ID (expansion,
+	// snapshots, purges) uses the share. nil: only from classes seen in
+	// provisioning.
+	Classes func(ctx context.Context) ([]map[string]string, error)
 }
 
 // New returns the NFS backend reaching shares through resolver.
@@ -39,7 +49,7 @@ func New(resolver *sharemount.Resolver) *Backend { return NewWithOptions(resolve
 
 // NewWithOptions is New with options.
 func NewWithOptions(resolver *sharemount.Resolver, opts Options) *Backend {
-	return &Backend{resolver: resolver, opts: opts, btrfs: map[string]btrfsSpec{}}
+	return &Backend{resolver: resolver, opts: opts, btrfs: map[string]btrfsSpec{}, learned: map[string]time.Time{}}
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -68,6 +78,7 @@ func (b *Backend) Share(ctx context.Context, servers []string, share string) (*d
 	if err != nil {
 		return nil, fmt.Errorf("%w: NFS share %s at %s: %w", backend.ErrUnavailable, key, local, err)
 	}
+	b.learnBtrfs(ctx, key)
 	b.useBtrfs(key, s)
 	return s, nil
 }

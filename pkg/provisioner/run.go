@@ -58,7 +58,7 @@ func Run(ctx context.Context, client kubernetes.Interface, cfg Config) error {
 	if cfg.MountsDir != "" {
 		resolver.Mounter = safemount.New(mount.New(""))
 	}
-	svc := volume.New(volume.Options{Referrers: view, GIDs: view, PurgeContext: ctx}, newNFS(client, resolver), newGluster(client, resolver))
+	svc := volume.New(volume.Options{Referrers: view, GIDs: view, PurgeContext: ctx}, newNFS(client, resolver, cfg.Name), newGluster(client, resolver))
 
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartStructuredLogging(4)

@@ -1,16 +1,12 @@
 package provisioner
 
 import (
-	"context"
-	"fmt"
-
 	v1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/carve-csi/carve/pkg/backend"
 	"github.com/carve-csi/carve/pkg/gluster"
+	"github.com/carve-csi/carve/pkg/kubeclient"
 	"github.com/carve-csi/carve/pkg/nfs"
 	"github.com/carve-csi/carve/pkg/sharemount"
 	"github.com/carve-csi/carve/pkg/volid"
@@ -38,27 +34,12 @@ func (p *Provisioner) wholeVolumeEvent(pv *v1.PersistentVolume, id volid.ID, out
 // newGluster is the Gluster backend with executor ssh reading its Secrets
 // through the API server (executor local needs nothing).
 func newGluster(client kubernetes.Interface, resolver *sharemount.Resolver) *gluster.Backend {
-	return gluster.New(gluster.Options{Resolver: resolver, SecretData: secretData(client)})
+	return gluster.New(gluster.Options{Resolver: resolver, SecretData: kubeclient.SecretData(client)})
 }
 
 // newNFS is the NFS backend with btrfsExecutor ssh reading its Secrets
-// through the API server.
-func newNFS(client kubernetes.Interface, resolver *sharemount.Resolver) *nfs.Backend {
-	return nfs.NewWithOptions(resolver, nfs.Options{SecretData: secretData(client)})
-}
-
-// secretData reads the Secrets executors ssh name.
-func secretData(client kubernetes.Interface) func(ctx context.Context, namespace, name string) (map[string][]byte, error) {
-	return func(ctx context.Context, namespace, name string) (map[string][]byte, error) {
-		s, err := client.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
-			// The StorageClass names a Secret carve cannot have: a
-			// retry will not help until someone fixes the Secret or RBAC.
-			return nil, fmt.Errorf("%w: %w", backend.ErrInvalid, err)
-		}
-		if err != nil {
-			return nil, err
-		}
-		return s.Data, nil
-	}
+// through the API server, and learning a share's executor from the
+// provisioner's StorageClasses after a restart.
+func newNFS(client kubernetes.Interface, resolver *sharemount.Resolver, name string) *nfs.Backend {
+	return nfs.NewWithOptions(resolver, nfs.Options{SecretData: kubeclient.SecretData(client), Classes: kubeclient.ClassParams(client, name)})
 }
