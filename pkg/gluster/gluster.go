@@ -28,6 +28,7 @@ import (
 	"github.com/carve-csi/carve/pkg/dirvol"
 	"github.com/carve-csi/carve/pkg/params"
 	"github.com/carve-csi/carve/pkg/sharemount"
+	"github.com/carve-csi/carve/pkg/sshexec"
 	"github.com/carve-csi/carve/pkg/volid"
 )
 
@@ -239,19 +240,10 @@ func (b *Backend) newExecutor(ctx context.Context, servers []string, spec Execut
 			dir = filepath.Join(os.TempDir(), fmt.Sprintf("carve-gluster-%d", os.Getpid()))
 		}
 		// One directory per Secret and pool: known_hosts are per pool.
-		dir = filepath.Join(dir, safeName(spec.SecretNamespace+"_"+spec.SecretName+"_"+poolKey(servers)))
+		dir = filepath.Join(dir, sshexec.DirName(spec.SecretNamespace+"_"+spec.SecretName+"_"+poolKey(servers)))
 		return NewSSHExecutor(servers, cred, dir)
 	}
 	return nil, fmt.Errorf("%w: unknown executor %q", backend.ErrInvalid, spec.Kind)
-}
-
-func safeName(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r == '-' || r == '_' || r == '.' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9') {
-			return r
-		}
-		return '-'
-	}, s)
 }
 
 // mountOptions are the FUSE options for a volume reached through servers:

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -150,7 +149,7 @@ func (r *helperRunner) executor(ctx context.Context) (*sshexec.Executor, error) 
 		dir = filepath.Join(os.TempDir(), fmt.Sprintf("carve-nfs-%d", os.Getpid()))
 	}
 	// One directory per Secret and server: known_hosts are per server.
-	dir = filepath.Join(dir, safeName(ns+"_"+name+"_"+r.host))
+	dir = filepath.Join(dir, sshexec.DirName(ns+"_"+name+"_"+r.host))
 	e, err := sshexec.New([]string{r.host}, cred, dir)
 	if err != nil {
 		return nil, err
@@ -175,13 +174,4 @@ func (r *helperRunner) RunBtrfs(ctx context.Context, args []string) ([]byte, err
 		return out, fmt.Errorf("%w: %w", backend.ErrUnavailable, err)
 	}
 	return out, err
-}
-
-func safeName(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r == '-' || r == '_' || r == '.' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9') {
-			return r
-		}
-		return '-'
-	}, s)
 }

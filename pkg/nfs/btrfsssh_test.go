@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2/ktesting"
@@ -54,20 +53,7 @@ func fuseView(t *testing.T, src string) string {
 	if out, err := exec.Command("bindfs", src, mnt).CombinedOutput(); err != nil {
 		t.Fatalf("bindfs %s %s: %v: %s", src, mnt, err, out)
 	}
-	t.Cleanup(func() {
-		for i := 0; ; i++ {
-			out, err := exec.Command("umount", mnt).CombinedOutput()
-			if err == nil {
-				return
-			}
-			if i == 20 {
-				t.Errorf("umount %s: %v: %s; detaching lazily", mnt, err, out)
-				_ = exec.Command("umount", "-l", mnt).Run()
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	})
+	loopfs.UnmountAtCleanup(t, mnt)
 	return mnt
 }
 

@@ -188,3 +188,15 @@ func Quote(s string) string {
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
+
+// DirName makes s (a Secret's namespace and name and the hosts it reaches)
+// one safe path element, for an executor's directory: known_hosts are kept
+// per Secret and hosts.
+func DirName(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '-' || r == '_' || r == '.' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9') {
+			return r
+		}
+		return '-'
+	}, s)
+}

@@ -81,9 +81,22 @@ func mount(t testing.TB, mkfs string, args []string, size int64) string {
 		t.Fatal(err)
 	}
 	run(t, "mount", dev, mnt)
+	UnmountAtCleanup(t, mnt)
+	return mnt
+}
+
+func run(t testing.TB, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+// UnmountAtCleanup unmounts mnt when the test ends. Something the test left
+// open (a bind mount under it, a descriptor) can hold it busy for a moment:
+// it tries for 2 s, then detaches it lazily and reports the test.
+func UnmountAtCleanup(t testing.TB, mnt string) {
 	t.Cleanup(func() {
-		// Something the test left open (a bind mount under it, a
-		// descriptor) can hold it busy for a moment.
 		for i := 0; ; i++ {
 			out, err := exec.Command("umount", mnt).CombinedOutput()
 			if err == nil {
@@ -97,12 +110,4 @@ func mount(t testing.TB, mkfs string, args []string, size int64) string {
 			time.Sleep(100 * time.Millisecond)
 		}
 	})
-	return mnt
-}
-
-func run(t testing.TB, name string, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
-	}
 }
