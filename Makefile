@@ -114,10 +114,12 @@ conformance-full:
 ## bench: 1000 claims at once, reporting seconds to PVs and to Bound, claims per
 ## second and memory: BenchmarkClaims (the provisioner as a host process) and
 ## BenchmarkShippedDeployments (deploy/csi-driver and deploy/provisioner side by
-## side on a real node, images and share changed only; README "Sizing").
+## side on a real node, images and share changed only; README "Sizing"; BENCH_ROUNDS
+## runs them in turn and gives the median ratio, bin/bench/shipped.txt).
 ## BENCH_CLAIMS, BENCH_KCM_QPS (the controller-manager's --kube-api-qps, default 500).
 ## BenchmarkBacklog: a backlog of claims worked through by carve and by a bare client with
-## carve's client settings (the API limit), the ratio (bin/bench/backlog.txt).
+## carve's client settings (the API limit), the ratio (bin/bench/backlog.txt;
+## BENCH_BACKLOG_REPEAT rounds, BENCH_BACKLOG_CLAIMS).
 ## BenchmarkCacheMemory: memory at BENCH_CACHE_PVS (10000,20000) PVs and claims, restarts
 ## after SIGKILL and SIGTERM (bin/bench/cache-memory.txt). BENCH_BASELINE_BIN: builds to compare.
 ## BenchmarkGlusterCreate: Gluster create latency, subdir with quota (cold, warm p50/p99) and
