@@ -130,14 +130,12 @@ func TestBtrfsOverSSH(t *testing.T) {
 		fs := loopfs.Btrfs(t, 512<<20)
 		export := mkExport(t, fs)
 		env := sshEnv(t, srv, helper, export)
-		svc := volume.New(volume.Options{Referrers: &volumetest.FakeCluster{}, GIDs: &volumetest.GIDs{}, PurgeContext: ctx}, env.Backend)
+		svc := testService(ctx, env.Backend)
 		cfg, err := params.Parse(env.Params)
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := volume.Request{Name: "pvc-1", Namespace: "ns", Claim: "c", Config: cfg, SizeBytes: 8 << 20,
-			Vars: params.Vars{Namespace: "ns", Name: "c", PVName: "pvc-1"}}
-		res, err := svc.Create(ctx, r)
+		res, err := createClaim(t, ctx, svc, env.Params, "c", 8<<20)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -232,13 +230,8 @@ func TestBtrfsOverSSH(t *testing.T) {
 		export := mkExport(t, fs)
 		env := sshEnv(t, srv, helper, export)
 		first := env.Backend.(*Backend)
-		svc := volume.New(volume.Options{Referrers: &volumetest.FakeCluster{}, GIDs: &volumetest.GIDs{}, PurgeContext: ctx}, first)
-		cfg, err := params.Parse(env.Params)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res, err := svc.Create(ctx, volume.Request{Name: "pvc-1", Namespace: "ns", Claim: "c", Config: cfg, SizeBytes: 8 << 20,
-			Vars: params.Vars{Namespace: "ns", Name: "c", PVName: "pvc-1"}})
+		svc := testService(ctx, first)
+		res, err := createClaim(t, ctx, svc, env.Params, "c", 8<<20)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -251,7 +244,7 @@ func TestBtrfsOverSSH(t *testing.T) {
 			return []map[string]string{{"backend": "nfs", "share": "no server"}, other, env.Params}, nil
 		}
 		restarted := NewWithOptions(first.resolver, opts)
-		svc = volume.New(volume.Options{Referrers: &volumetest.FakeCluster{}, GIDs: &volumetest.GIDs{}, PurgeContext: ctx}, restarted)
+		svc = testService(ctx, restarted)
 		if got, err := svc.Expand(ctx, res.ID, 24<<20); err != nil || got != 24<<20 {
 			t.Fatalf("Expand after a restart: %d %v", got, err)
 		}
@@ -287,13 +280,8 @@ func TestBtrfsOverSSH(t *testing.T) {
 		}
 		env := sshEnv(t, srv, helper, export)
 		b := env.Backend.(*Backend)
-		svc := volume.New(volume.Options{Referrers: &volumetest.FakeCluster{}, GIDs: &volumetest.GIDs{}, PurgeContext: ctx}, b)
-		cfg, err := params.Parse(env.Params)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res, err := svc.Create(ctx, volume.Request{Name: "pvc-1", Namespace: "ns", Claim: "victim", Config: cfg, SizeBytes: 8 << 20,
-			Vars: params.Vars{Namespace: "ns", Name: "victim", PVName: "pvc-1"}})
+		svc := testService(ctx, b)
+		res, err := createClaim(t, ctx, svc, env.Params, "victim", 8<<20)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -353,13 +341,7 @@ func TestBtrfsOverSSH(t *testing.T) {
 		for k, v := range extra {
 			env.Params[k] = v
 		}
-		svc := volume.New(volume.Options{Referrers: &volumetest.FakeCluster{}, PurgeContext: ctx}, env.Backend)
-		cfg, err := params.Parse(env.Params)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = svc.Create(ctx, volume.Request{Name: "pvc-1", Namespace: "ns", Claim: "c", Config: cfg, SizeBytes: 1 << 20,
-			Vars: params.Vars{Namespace: "ns", Name: "c", PVName: "pvc-1"}})
+		_, err := createClaim(t, ctx, testService(ctx, env.Backend), env.Params, "c", 1<<20)
 		if _, serr := os.Lstat(filepath.Join(export, "ns", "c")); !errors.Is(serr, os.ErrNotExist) {
 			t.Errorf("something was carved: %v", serr)
 		}

@@ -2,6 +2,7 @@ package nfs
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -73,7 +74,7 @@ func write(path string, n int) (int, error) {
 func TestBtrfsLayoutSizeAndExpansion(t *testing.T) {
 	_, ctx := ktesting.NewTestContext(t)
 	env := btrfsEnv(t)
-	svc := volume.New(volume.Options{Referrers: &volumetest.FakeCluster{}, GIDs: &volumetest.GIDs{}, PurgeContext: ctx}, env.Backend)
+	svc := testService(ctx, env.Backend)
 	cfg, err := params.Parse(env.Params)
 	if err != nil {
 		t.Fatal(err)
@@ -138,17 +139,29 @@ func TestBtrfsLayoutRefusedOnOtherFilesystems(t *testing.T) {
 	if err := m.Set("nfs.example:/export=" + root); err != nil {
 		t.Fatal(err)
 	}
-	svc := volume.New(volume.Options{Referrers: &volumetest.FakeCluster{}, PurgeContext: ctx}, New(&sharemount.Resolver{Map: m}))
-	cfg, err := params.Parse(map[string]string{"backend": "nfs", "server": "nfs.example", "share": "/export", "layout": "btrfs"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = svc.Create(ctx, volume.Request{Name: "pvc-1", Namespace: "ns", Claim: "c", Config: cfg, SizeBytes: 1 << 20,
-		Vars: params.Vars{Namespace: "ns", Name: "c", PVName: "pvc-1"}})
+	svc := testService(ctx, New(&sharemount.Resolver{Map: m}))
+	_, err := createClaim(t, ctx, svc, map[string]string{"backend": "nfs", "server": "nfs.example", "share": "/export", "layout": "btrfs"}, "c", 1<<20)
 	if !errors.Is(err, backend.ErrConflict) || !errors.Is(err, dirvol.ErrLayout) || !strings.Contains(err.Error(), root) {
 		t.Fatalf("btrfs layout on a non-btrfs share: %v", err)
 	}
 	if _, err := os.Lstat(filepath.Join(root, "ns")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("something was carved: %v", err)
 	}
+}
+
+// testService is the volume service on b, with a fake cluster.
+func testService(ctx context.Context, b backend.Backend) *volume.Service {
+	return volume.New(volume.Options{Referrers: &volumetest.FakeCluster{}, GIDs: &volumetest.GIDs{}, PurgeContext: ctx}, b)
+}
+
+// createClaim asks svc for the claim ns/claim (PV pvc-1) of size bytes in
+// a class with parameters p.
+func createClaim(t *testing.T, ctx context.Context, svc *volume.Service, p map[string]string, claim string, size int64) (*volume.Result, error) {
+	t.Helper()
+	cfg, err := params.Parse(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc.Create(ctx, volume.Request{Name: "pvc-1", Namespace: "ns", Claim: claim, Config: cfg, SizeBytes: size,
+		Vars: params.Vars{Namespace: "ns", Name: claim, PVName: "pvc-1"}})
 }

@@ -44,15 +44,7 @@ func backupRestore(t *testing.T, c *cluster.Cluster, n *cluster.RealNode, repo, 
 	}
 	t.Logf("deploy/snapshot-controller applied and rolled out in %s", time.Since(t0).Round(time.Second))
 	const ns = "mongo-backup"
-	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	f := &ferretSTS{t: t, c: c, ns: ns, name: "ferret"}
-	if err := f.create(ctx, 1); err != nil {
-		t.Fatal(err)
-	}
-	f.insert(ctx, 0, 100)
-	f.count(ctx, 100)
+	f := newFerretSTS(ctx, t, c, ns)
 	f.scale(ctx, 0)
 
 	manifests := filepath.Join(t.TempDir(), "backup.yaml")

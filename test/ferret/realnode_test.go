@@ -52,11 +52,10 @@ func TestFerretRealNode(t *testing.T) {
 	t.Run("BackupRestore", func(t *testing.T) { backupRestore(t, c, n, repo, share) })
 }
 
-// statefulSet is the StatefulSet story of TestFerretRealNode, in namespace
-// mongo.
-func statefulSet(t *testing.T, c *cluster.Cluster, share string) {
-	ctx := t.Context()
-	const ns = "mongo"
+// newFerretSTS makes namespace ns with the StatefulSet "ferret" of one
+// replica, which holds documents 0-99.
+func newFerretSTS(ctx context.Context, t *testing.T, c *cluster.Cluster, ns string) *ferretSTS {
+	t.Helper()
 	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -66,6 +65,15 @@ func statefulSet(t *testing.T, c *cluster.Cluster, share string) {
 	}
 	f.insert(ctx, 0, 100)
 	f.count(ctx, 100)
+	return f
+}
+
+// statefulSet is the StatefulSet story of TestFerretRealNode, in namespace
+// mongo.
+func statefulSet(t *testing.T, c *cluster.Cluster, share string) {
+	ctx := t.Context()
+	const ns = "mongo"
+	f := newFerretSTS(ctx, t, c, ns)
 
 	old := f.pod(ctx)
 	if err := c.Client.CoreV1().Pods(ns).Delete(ctx, old.Name, metav1.DeleteOptions{}); err != nil {
