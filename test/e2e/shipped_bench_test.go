@@ -78,6 +78,9 @@ type shippedResult struct {
 	// cpu is the CPU time of all the controller pods' containers.
 	cpu          time.Duration
 	load0, load1 string // the host's load averages before and after
+	// api is what the API server served from the first create to all
+	// Bound (nil when its /metrics could not be read).
+	api *apiFigures
 }
 
 // BenchmarkShippedDeployments creates BENCH_CLAIMS (default 1000) claims at
@@ -88,8 +91,9 @@ type shippedResult struct {
 // on a fresh cluster, one after the other. It reports seconds from the first
 // create to all PVs and to all claims Bound, claims/s, the controller
 // containers' peak RSS (anonymous memory from their cgroups' memory.stat,
-// sampled every 250ms) and CPU time, and prints the two side by side with the
-// host's load. A default in deploy/ that throttles provisioning shows up as a
+// sampled every 250ms) and CPU time, the API server's own count and time of
+// the writes a claim cost (its /metrics), and prints the two side by side
+// with the host's load. A default in deploy/ that throttles provisioning shows up as a
 // figure here; the benchmark fails only on errors (claims never bound), never
 // on figures. BENCH_LOGS=DIR saves the controller pods' logs there.
 // BENCH_BASELINE_IMAGES=DIR (the bin/images of another build, e.g. main's)
@@ -175,6 +179,13 @@ func writeShippedRound(sb *strings.Builder, n int, csi, classic *shippedResult, 
 	row("peak RSS MiB, busiest pod", mib(csi.peakPod), mib(classic.peakPod))
 	row("CPU s, all controller pods", csi.cpu.Seconds(), classic.cpu.Seconds())
 	row("s from apply to all Bound", csi.wall.Seconds(), classic.wall.Seconds())
+	if csi.api != nil && classic.api != nil {
+		// The server's side of each path: how many PV writes a claim cost
+		// and how long the server took over the PV creates.
+		row("PV writes per claim", csi.api.writesPerClaim("persistentvolumes", n), classic.api.writesPerClaim("persistentvolumes", n))
+		row("events per claim", csi.api.perClaim("POST", "events", n), classic.api.perClaim("POST", "events", n))
+		row("server ms per PV create", csi.api.meanMS("POST", "persistentvolumes"), classic.api.meanMS("POST", "persistentvolumes"))
+	}
 	if i < len(baselines) {
 		base := baselines[i]
 		row("baseline s to all PVs", base.toPVs.Seconds(), classic.toPVs.Seconds())
@@ -277,6 +288,10 @@ func runShipped(b *testing.B, p shippedPath, n int, kcmQPS string) *shippedResul
 		b.Fatal(err)
 	}
 
+	api0, err := scrapeAPIFigures(ctx, c.Client)
+	if err != nil {
+		b.Logf("no API server figures: %v", err)
+	}
 	b.ResetTimer()
 	r := &shippedResult{n: n, load0: benchfig.Load()}
 	start := time.Now()
@@ -313,6 +328,14 @@ func runShipped(b *testing.B, p shippedPath, n int, kcmQPS string) *shippedResul
 	}
 	b.StopTimer()
 	r.wall = time.Since(tDeploy)
+	if api0 != nil {
+		if api1, err := scrapeAPIFigures(ctx, c.Client); err != nil {
+			b.Logf("no API server figures: %v", err)
+		} else {
+			r.api = api1.since(api0)
+			b.Logf("%s: API server writes per claim (server's mean latency): %s", p.name, r.api.writes(n))
+		}
+	}
 	r.load1 = benchfig.Load()
 	if mem != nil {
 		r.peakRSS, r.peakPod, r.cpu = mem.stop()
