@@ -95,7 +95,7 @@ func (f *apiFigures) writes(claims int) string {
 	var parts []string
 	for _, k := range keys {
 		parts = append(parts, fmt.Sprintf("%s %s %.2f (%.0f ms)", k.verb, k.resource,
-			float64(f.count[k])/float64(claims), 1000*f.sum[k]/float64(f.count[k])))
+			f.perClaim(k.verb, k.resource, claims), f.meanMS(k.verb, k.resource)))
 	}
 	return strings.Join(parts, ", ")
 }

@@ -93,9 +93,9 @@ type shippedResult struct {
 // containers' peak RSS (anonymous memory from their cgroups' memory.stat,
 // sampled every 250ms) and CPU time, the API server's own count and time of
 // the writes a claim cost (its /metrics), and prints the two side by side
-// with the host's load. A default in deploy/ that throttles provisioning shows up as a
-// figure here; the benchmark fails only on errors (claims never bound), never
-// on figures. BENCH_LOGS=DIR saves the controller pods' logs there.
+// with the host's load. A default in deploy/ that throttles provisioning
+// shows up as a figure here; the benchmark fails only on errors (claims never
+// bound), never on figures. BENCH_LOGS=DIR saves the controller pods' logs there.
 // BENCH_BASELINE_IMAGES=DIR (the bin/images of another build, e.g. main's)
 // runs the CSI path with those images first, through this tree's deploy/,
 // so a change to carve's CSI controller is measured before and after in
@@ -328,6 +328,12 @@ func runShipped(b *testing.B, p shippedPath, n int, kcmQPS string) *shippedResul
 	}
 	b.StopTimer()
 	r.wall = time.Since(tDeploy)
+	r.load1 = benchfig.Load()
+	if mem != nil {
+		r.peakRSS, r.peakPod, r.cpu = mem.stop()
+	}
+	// After the controllers' figures are taken: reading and parsing the
+	// server's metrics is the benchmark's own work.
 	if api0 != nil {
 		if api1, err := scrapeAPIFigures(ctx, c.Client); err != nil {
 			b.Logf("no API server figures: %v", err)
@@ -335,10 +341,6 @@ func runShipped(b *testing.B, p shippedPath, n int, kcmQPS string) *shippedResul
 			r.api = api1.since(api0)
 			b.Logf("%s: API server writes per claim (server's mean latency): %s", p.name, r.api.writes(n))
 		}
-	}
-	r.load1 = benchfig.Load()
-	if mem != nil {
-		r.peakRSS, r.peakPod, r.cpu = mem.stop()
 	}
 
 	b.ReportMetric(r.toPVs.Seconds(), "s-to-PVs")
