@@ -9,7 +9,8 @@
 #   carve-registrar        kubelet plugin registration (stands in for node-driver-registrar)
 #   carve-livenessprobe    CSI Probe over HTTP (stands in for livenessprobe)
 #   carve-resizer          ControllerExpandVolume on claim growth (stands in for csi-resizer)
-#   csi-provisioner        kubernetes-csi external-provisioner v6.3.0, from the Go module proxy
+#   csi-provisioner        kubernetes-csi external-provisioner v6.3.0, from the Go module proxy, with
+#                          carve's patch to its library (hack/tools/csi-provisioner/*.patch): tag v6.3.0-carve.1
 #   csi-snapshotter        kubernetes-csi external-snapshotter v8.4.0's sidecar, from the Go module proxy
 #   snapshot-controller    the same release's snapshot-controller (deploy/snapshot-controller)
 #   test-busybox, test-pause   for the real-node tests only (Debian's busybox-static; hack/tools/images/pause)
@@ -34,6 +35,7 @@
 #   CARVE_IMAGES_CACHE cache root (default ${XDG_CACHE_HOME:-$HOME/.cache}/carve/images)
 #   DEBIAN_MIRROR      (default http://deb.debian.org/debian)
 set -euo pipefail
+shopt -s inherit_errexit
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${1:-$root/bin/images}
@@ -79,19 +81,23 @@ tools=$cache/bin
 mkdir -p "$tools"
 (cd "$root/hack/tools/images" && go build -o "$tools/" ./mkimage ./pause)
 
-# gobuild MODULE_DIR OUT PACKAGE LDFLAGS: build a static binary.
+# gobuild MODULE_DIR OUT PACKAGE LDFLAGS [GO BUILD FLAGS...]: build a static binary.
 gobuild() {
-	(cd "$1" && go build -ldflags "-s -w $4" -o "$2" "$3")
+	local dir=$1 dst=$2 pkg=$3 ldflags=$4
+	shift 4
+	(cd "$dir" && go build "$@" -ldflags "-s -w $ldflags" -o "$dst" "$pkg")
 }
 
-# cached NAME VERSION MODULE_DIR PACKAGE LDFLAGS: third-party binaries are
-# built once per version (a cold csi-provisioner build takes minutes).
+# cached NAME VERSION MODULE_DIR PACKAGE LDFLAGS [GO BUILD FLAGS...]:
+# third-party binaries are built once per version (a cold csi-provisioner
+# build takes minutes).
 cached() {
 	local name=$1 ver=$2 dir=$3 pkg=$4 ldflags=$5 dst=$cache/bin/$1-$2
+	shift 5
 	if [[ ! -x $dst ]]; then
 		log "$name $ver: building $pkg (cold: minutes)"
 		local t0=$SECONDS
-		gobuild "$dir" "$dst.tmp" "$pkg" "$ldflags"
+		gobuild "$dir" "$dst.tmp" "$pkg" "$ldflags" "$@"
 		mv "$dst.tmp" "$dst"
 		log "$name $ver: done in $((SECONDS - t0))s"
 	fi
@@ -99,6 +105,31 @@ cached() {
 }
 
 modversion() { (cd "$1" && go list -m -f '{{.Version}}' "$2"); }
+
+# patched_modfile MODULE_DIR DEP PATCH: prints a go.mod for MODULE_DIR whose
+# DEP is replaced by a copy of its source with PATCH applied (git apply), in
+# the cache and keyed by both, for go build -modfile.
+patched_modfile() {
+	local dir=$1 dep=$2 patch=$3 ver src key
+	ver=$(modversion "$dir" "$dep")
+	key=$(cat "$dir/go.mod" "$dir/go.sum" "$patch" | sha256sum | cut -c1-12)
+	src=$cache/src/$(basename "$dir")-$key
+	if [[ ! -s $src/go.mod ]]; then
+		local from
+		from=$(cd "$dir" && go mod download -json "$dep@$ver" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+		[[ -d $from ]] || { log "$dep@$ver: no source in the module cache"; return 1; }
+		rm -rf "$src" && mkdir -p "$src"
+		cp -r "$from" "$src/dep" && chmod -R u+w "$src/dep"
+		# A repository of its own, so git apply patches exactly this tree.
+		git -C "$src/dep" init -q && git -C "$src/dep" apply "$patch"
+		cp "$dir/go.sum" "$src/go.sum"
+		cp "$dir/go.mod" "$src/tmp.mod"
+		(cd "$dir" && go mod edit -modfile="$src/tmp.mod" -replace="$dep=$src/dep")
+		grep -q "=> $src/dep" "$src/tmp.mod" || { log "$dep: replace missing from $src/tmp.mod"; return 1; }
+		mv "$src/tmp.mod" "$src/go.mod"
+	fi
+	echo "$src/go.mod"
+}
 
 log "carve $version: building binaries"
 ld="-X github.com/carve-csi/carve/pkg/buildinfo.Version=$version"
@@ -108,9 +139,17 @@ gobuild "$root/examples/mongo-statefulset/agent" "$out/bin/mongo-rs-agent" . "-X
 gobuild "$root/build/sidecars" "$out/bin/carve-registrar" ./registrar "-X main.version=$version"
 gobuild "$root/build/sidecars" "$out/bin/carve-livenessprobe" ./livenessprobe "-X main.version=$version"
 gobuild "$root/build/sidecars" "$out/bin/carve-resizer" ./resizer "-X main.version=$version"
-prov_version=$(modversion "$root/hack/tools/csi-provisioner" github.com/kubernetes-csi/external-provisioner/v6)
-cached csi-provisioner "$prov_version" "$root/hack/tools/csi-provisioner" \
-	github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner "-X main.version=$prov_version"
+# csi-provisioner with carve's patch to its provisioning library (the patch
+# file says why); tagged -carve.N, the suffix deploy/ and the chart name.
+prov_dir=$root/hack/tools/csi-provisioner
+prov_patch=$prov_dir/lib-finalizer-delete-only.patch
+prov_version=$(modversion "$prov_dir" github.com/kubernetes-csi/external-provisioner/v6)
+prov_tag=$prov_version-carve.1
+prov_modfile=$(patched_modfile "$prov_dir" sigs.k8s.io/sig-storage-lib-external-provisioner/v13 "$prov_patch")
+prov_key=$(basename "$(dirname "$prov_modfile")")
+cached csi-provisioner "$prov_tag-${prov_key##*-}" "$prov_dir" \
+	github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner "-X main.version=$prov_tag" \
+	-modfile="$prov_modfile"
 # external-snapshotter's sidecar and controller, one module (hack/tools/external-snapshotter).
 snap_version=$(modversion "$root/hack/tools/external-snapshotter" github.com/kubernetes-csi/external-snapshotter/v8)
 for cmd in csi-snapshotter snapshot-controller; do
@@ -154,7 +193,7 @@ image carve-livenessprobe "$registry/carve-livenessprobe:$version" sidecar \
 	-file "$b/carve-livenessprobe:/carve-livenessprobe" -entrypoint /carve-livenessprobe
 image carve-resizer "$registry/carve-resizer:$version" sidecar \
 	-file "$b/carve-resizer:/carve-resizer" -entrypoint /carve-resizer
-image csi-provisioner "$registry/csi-provisioner:$prov_version" sidecar \
+image csi-provisioner "$registry/csi-provisioner:$prov_tag" sidecar \
 	-file "$b/csi-provisioner:/csi-provisioner" -entrypoint /csi-provisioner
 image csi-snapshotter "$registry/csi-snapshotter:$snap_version" sidecar \
 	-file "$b/csi-snapshotter:/csi-snapshotter" -entrypoint /csi-snapshotter

@@ -5,10 +5,13 @@ package benchfig
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Load is the host's load average as /proc/loadavg gives it, "unknown"
@@ -58,4 +61,58 @@ func repoRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// Settle waits until the host's CPUs were at most busy (0-1) busy over a
+// whole second, or for at most max, and returns the last second's busy
+// share and the time waited. A benchmark that compares runs one after
+// another starts each from a host as quiet as the last: the previous
+// run's teardown and this run's start-up otherwise land in its figures.
+func Settle(ctx context.Context, busy float64, max time.Duration) (float64, time.Duration) {
+	start := time.Now()
+	last := 1.0
+	t0, i0, ok := cpuTimes()
+	for ok && time.Since(start) < max && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+		t1, i1, ok1 := cpuTimes()
+		if !ok1 || t1 == t0 {
+			break
+		}
+		last = 1 - float64(i1-i0)/float64(t1-t0)
+		if last <= busy {
+			break
+		}
+		t0, i0 = t1, i1
+	}
+	return last, time.Since(start)
+}
+
+// cpuTimes reads the total and idle (idle and iowait) jiffies of all CPUs
+// from /proc/stat.
+func cpuTimes() (total, idle uint64, ok bool) {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, false
+	}
+	line, _, _ := bytes.Cut(data, []byte("\n"))
+	fields := strings.Fields(string(line))
+	if len(fields) < 6 || fields[0] != "cpu" {
+		return 0, 0, false
+	}
+	// user nice system idle iowait irq softirq steal; guest time is
+	// already counted in user and nice.
+	for i, f := range fields[1:min(len(fields), 9)] {
+		v, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			return 0, 0, false
+		}
+		total += v
+		if i == 3 || i == 4 {
+			idle += v
+		}
+	}
+	return total, idle, true
 }

@@ -119,7 +119,7 @@ metrics: {enabled: false}
 images:
   controller: {repository: registry.example.com/carve/controller, tag: v9.9.9, pullPolicy: Always}
   node: {repository: registry.example.com/carve/node, digest: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}
-  csiProvisioner: {repository: ghcr.io/carve-csi/csi-provisioner, tag: v6.3.0, pullPolicy: Never}
+  csiProvisioner: {repository: registry.k8s.io/sig-storage/csi-provisioner, tag: v6.3.0, pullPolicy: Never}
 `, check: checkImages},
 	{name: "no-snapshots", values: `
 snapshots: {enabled: false}
@@ -481,6 +481,18 @@ func checkDefault(t *testing.T, r *rendered) {
 	if len(ctl.Volumes) != 1 || ctl.Volumes[0].Name != "socket-dir" {
 		t.Errorf("controller volumes %+v by default, want only socket-dir", ctl.Volumes)
 	}
+	// As deploy/csi-driver: one P per Go program of the pod (README "Sizing").
+	for _, name := range []string{"csi-provisioner", "csi-resizer", "carve", "csi-snapshotter"} {
+		var got []string
+		for _, e := range container(t, ctl, name).Env {
+			if e.Name == "GOMAXPROCS" {
+				got = append(got, e.Value)
+			}
+		}
+		if len(got) != 1 || got[0] != "1" {
+			t.Errorf("container %s: GOMAXPROCS %q, want one, \"1\"", name, got)
+		}
+	}
 	node := &daemonSet(t, r, "carve-csi-node").Spec.Template.Spec
 	wantArgs(t, container(t, node, "carve"), "--mount-map")
 	wantArgs(t, container(t, node, "node-driver-registrar"), "--kubelet-registration-path", "/var/lib/kubelet/plugins/carve.csi.dev/csi.sock")
@@ -801,7 +813,7 @@ func checkImages(t *testing.T, r *rendered) {
 		policy corev1.PullPolicy
 	}{
 		{container(t, ctl, "carve"), "registry.example.com/carve/controller:v9.9.9", corev1.PullAlways},
-		{container(t, ctl, "csi-provisioner"), "ghcr.io/carve-csi/csi-provisioner:v6.3.0", corev1.PullNever},
+		{container(t, ctl, "csi-provisioner"), "registry.k8s.io/sig-storage/csi-provisioner:v6.3.0", corev1.PullNever},
 		{container(t, ctl, "csi-resizer"), "registry.k8s.io/sig-storage/csi-resizer:v2.2.1", corev1.PullIfNotPresent},
 		{container(t, node, "carve"), digest, corev1.PullIfNotPresent},
 		{container(t, fuse, "fuse"), digest, corev1.PullIfNotPresent},

@@ -100,8 +100,9 @@ type shippedResult struct {
 // runs the CSI path with those images first, through this tree's deploy/,
 // so a change to carve's CSI controller is measured before and after in
 // the same host conditions. BENCH_ROUNDS=N (default 1) runs the paths in
-// turn N times and reports each round's ratio and their median
-// (bin/bench/shipped.txt).
+// turn N times (every other round in reverse) and reports each round's
+// ratio and their median (bin/bench/shipped.txt). Each path starts its
+// claims on a settled host (benchfig.Settle).
 //
 //	make bench
 func BenchmarkShippedDeployments(b *testing.B) {
@@ -121,9 +122,14 @@ func BenchmarkShippedDeployments(b *testing.B) {
 		paths = append([]shippedPath{base}, paths...)
 	}
 	// The paths take turns, round after round: the host's load moves over
-	// a run, and a round's paths see about the same.
+	// a run, and a round's paths see about the same. Every other round runs
+	// them in reverse, so no path always follows the same one's teardown.
 	for i := range rounds {
-		for _, p := range paths {
+		order := slices.Clone(paths)
+		if i%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, p := range order {
 			name := p.name
 			if rounds > 1 {
 				name = fmt.Sprintf("%s/round-%d", p.name, i+1)
@@ -274,6 +280,12 @@ func runShipped(b *testing.B, p shippedPath, n int, kcmQPS string) *shippedResul
 	waitLeader(ctx, b, c)
 	b.Logf("%s: deployed from deploy/ in %s (cluster and node included)", p.name, time.Since(t0).Round(time.Second))
 
+	// Start from a quiet host: the deployment's start-up and the previous
+	// path's teardown are not this path's figures.
+	busy, waited := benchfig.Settle(ctx, 0.3, time.Minute)
+	b.Logf("%s: host CPUs %.0f%% busy over the last second, after waiting %s for them to settle",
+		p.name, 100*busy, waited.Round(time.Second))
+
 	mem, err := newMemSampler(ctx, c, p.app)
 	if err != nil {
 		b.Logf("no memory figures: %v", err)
@@ -327,7 +339,7 @@ func runShipped(b *testing.B, p shippedPath, n int, kcmQPS string) *shippedResul
 		time.Sleep(100 * time.Millisecond)
 	}
 	b.StopTimer()
-	r.wall = time.Since(tDeploy)
+	r.wall = time.Since(tDeploy) - waited
 	r.load1 = benchfig.Load()
 	if mem != nil {
 		r.peakRSS, r.peakPod, r.cpu = mem.stop()

@@ -49,8 +49,9 @@ func RealImages(dir string) (tars []string, tag string, err error) {
 
 // RealOverlay writes the test overlay of deploy/examples/csi-nfs
 // (deploy/csi-driver with one NFS export) into dir. It changes:
-//   - images: carve's own at the tag make images built; csi-provisioner
-//     and csi-snapshotter built from source (module proxy); carve-registrar,
+//   - images: carve's own at the tag make images built; csi-snapshotter
+//     built from source (module proxy; csi-provisioner, carve's build of it,
+//     is named by deploy/ as make images tags it); carve-registrar,
 //     carve-livenessprobe and carve-resizer, carve's stand-ins for
 //     node-driver-registrar, livenessprobe and csi-resizer, which the module
 //     proxy does not serve;
@@ -81,7 +82,6 @@ func RealOverlay(dir, repo, share, tag string) error {
 const csiImages = `images:
   - {name: ghcr.io/carve-csi/carve-csi-controller, newTag: %[2]q}
   - {name: ghcr.io/carve-csi/carve-csi-node, newTag: %[2]q}
-  - {name: registry.k8s.io/sig-storage/csi-provisioner, newName: ghcr.io/carve-csi/csi-provisioner}
   - {name: registry.k8s.io/sig-storage/csi-node-driver-registrar, newName: ghcr.io/carve-csi/carve-registrar, newTag: %[2]q}
   - {name: registry.k8s.io/sig-storage/livenessprobe, newName: ghcr.io/carve-csi/carve-livenessprobe, newTag: %[2]q}
   - {name: registry.k8s.io/sig-storage/csi-resizer, newName: ghcr.io/carve-csi/carve-resizer, newTag: %[2]q}

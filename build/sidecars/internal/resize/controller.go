@@ -170,7 +170,11 @@ func (c *Controller) Sync(ctx context.Context, key string) error {
 	if err != nil {
 		return nil // deleted
 	}
-	if pvc.Spec.VolumeName == "" {
+	// The controller-manager binds in two writes: volumeName first, then the
+	// phase and capacity. In between the claim seems to ask for more than
+	// its (empty) capacity: reading its PV then cost a GET per claim of every
+	// burst (issue 17). A claim that is not Bound is decided without its PV.
+	if pvc.Spec.VolumeName == "" || pvc.Status.Phase != v1.ClaimBound {
 		return nil
 	}
 	// Most claims ask for no more than they have: decided without their PV.

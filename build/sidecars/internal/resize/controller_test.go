@@ -282,3 +282,42 @@ func TestCacheDropsManagedFields(t *testing.T) {
 		}
 	}
 }
+
+// The controller-manager binds a claim in two writes: volumeName, then the
+// phase and capacity. Neither makes the resizer read the PV (a GET per claim
+// of every provisioning burst); a later growth still resizes.
+func TestBindReadsNoVolume(t *testing.T) {
+	h := start(t, &fakeExpander{})
+	pvc := claim("1Gi", "1Gi")
+	pvc.Status = v1.PersistentVolumeClaimStatus{Phase: v1.ClaimPending}
+	h.createClaim(pvc)
+	time.Sleep(200 * time.Millisecond)
+	pvc.Status = v1.PersistentVolumeClaimStatus{Phase: v1.ClaimBound, Capacity: v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Gi")}}
+	if _, err := h.client.CoreV1().PersistentVolumeClaims("ns").UpdateStatus(h.ctx, pvc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	gets := func() int {
+		n := 0
+		for _, a := range h.client.Actions() {
+			if a.GetResource().Resource == "persistentvolumes" && a.GetVerb() == "get" {
+				n++
+			}
+		}
+		return n
+	}
+	if n := gets(); n != 0 {
+		t.Errorf("%d PV reads while the claim was bound", n)
+	}
+	pvc.Spec.Resources.Requests[v1.ResourceStorage] = resource.MustParse("2Gi")
+	if _, err := h.client.CoreV1().PersistentVolumeClaims("ns").Update(h.ctx, pvc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitClaim("the resize", func(c *v1.PersistentVolumeClaim) bool {
+		size := c.Status.Capacity[v1.ResourceStorage]
+		return size.Cmp(resource.MustParse("2Gi")) == 0
+	})
+	if n := gets(); n == 0 {
+		t.Error("the resize read no PV: the count above proves nothing")
+	}
+}
