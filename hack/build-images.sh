@@ -146,8 +146,8 @@ prov_patch=$prov_dir/lib-finalizer-delete-only.patch
 prov_version=$(modversion "$prov_dir" github.com/kubernetes-csi/external-provisioner/v6)
 prov_tag=$prov_version-carve.1
 prov_modfile=$(patched_modfile "$prov_dir" sigs.k8s.io/sig-storage-lib-external-provisioner/v13 "$prov_patch")
-prov_key=$(basename "$(dirname "$prov_modfile")")
-cached csi-provisioner "$prov_tag-${prov_key##*-}" "$prov_dir" \
+prov_src=${prov_modfile%/go.mod}
+cached csi-provisioner "$prov_tag-${prov_src##*-}" "$prov_dir" \
 	github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner "-X main.version=$prov_tag" \
 	-modfile="$prov_modfile"
 # external-snapshotter's sidecar and controller, one module (hack/tools/external-snapshotter).

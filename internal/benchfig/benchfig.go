@@ -63,16 +63,16 @@ func repoRoot() (string, error) {
 	}
 }
 
-// Settle waits until the host's CPUs were at most busy (0-1) busy over a
-// whole second, or for at most max, and returns the last second's busy
-// share and the time waited. A benchmark that compares runs one after
+// Settle waits until the host's CPUs were at most busy (a share, 0-1) busy
+// over a whole second, or for at most limit, and returns the last second's
+// busy share and the time waited. A benchmark that compares runs one after
 // another starts each from a host as quiet as the last: the previous
 // run's teardown and this run's start-up otherwise land in its figures.
-func Settle(ctx context.Context, busy float64, max time.Duration) (float64, time.Duration) {
+func Settle(ctx context.Context, busy float64, limit time.Duration) (float64, time.Duration) {
 	start := time.Now()
 	last := 1.0
 	t0, i0, ok := cpuTimes()
-	for ok && time.Since(start) < max && ctx.Err() == nil {
+	for ok && time.Since(start) < limit && ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):

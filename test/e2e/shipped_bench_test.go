@@ -99,7 +99,8 @@ type shippedResult struct {
 // BENCH_BASELINE_IMAGES=DIR (the bin/images of another build, e.g. main's)
 // runs the CSI path with those images first, through this tree's deploy/,
 // so a change to carve's CSI controller is measured before and after in
-// the same host conditions. BENCH_ROUNDS=N (default 1) runs the paths in
+// the same host conditions; DIR must hold csi-provisioner at the tag
+// deploy/ names (builds before v6.3.0-carve.1 tagged it v6.3.0). BENCH_ROUNDS=N (default 1) runs the paths in
 // turn N times (every other round in reverse) and reports each round's
 // ratio and their median (bin/bench/shipped.txt). Each path starts its
 // claims on a settled host (benchfig.Settle).

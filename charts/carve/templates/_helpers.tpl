@@ -204,8 +204,9 @@ securityContext:
   valueFrom: {resourceFieldRef: {resource: limits.memory}}
 {{- end }}
 
-{{/* One P per CSI controller container: with one per core each Go program spent about a third of its CPU waking and parking threads between API events (README "Sizing"). */}}
-{{- define "carve.gomaxprocs" -}}
+{{/* The Go runtime of each CSI controller container: GOMEMLIMIT, and one P (with one per core each Go program spent about a third of its CPU waking and parking threads between API events, README "Sizing"). */}}
+{{- define "carve.controllerGoEnv" -}}
+{{ include "carve.gomemlimit" . }}
 - {name: GOMAXPROCS, value: "1"}
 {{- end }}
 
